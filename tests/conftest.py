@@ -1,0 +1,28 @@
+"""Shared test fixtures: the ../shared folder (golden outputs, real data) and tiny configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DATA = Path(__file__).resolve().parent / "data"
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` beside the checkout; tests that need its large golden files skip without it."""
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is absent (golden files live there; CI always has it)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """Small real fixtures copied into tests/data (with licences)."""
+    return DATA
