@@ -1,0 +1,170 @@
+"""The Poly-modal Inductor's losses (π-VAD, CVPR 2025, Sections 4.2–4.4) as pure functions.
+
+- :func:`pmg_loss` — eq. 1, reconstruction of the real modality embeddings by PMG.
+- :func:`infonce` — eq. 2, snippet-level bi-directional InfoNCE between F* and one aligned modality.
+- :func:`align_loss` — eq. 3, the sum of :func:`infonce` over modalities.
+- :func:`distill_loss` — eq. 4, F_M* against the frozen teacher's feature at the same point.
+- :func:`pivad_loss` — eqs. 5 and 6, the two training steps, with the Table 3 switches.
+
+Axis letters: B batch (crops), T snippets, D feature width.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pivad.config import LossConfig
+
+INFONCE_FORMS = ("paper", "standard")
+INFONCE_DIRECTIONS = ("both", "rgb_to_modality", "modality_to_rgb")
+PHASES = ("first", "second")
+
+
+def pmg_loss(pseudo: dict[str, torch.Tensor], real: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ_j mean over batch, snippets and dims of (ê_j − e_j)² (eq. 1 averaged over snippets)."""
+    if not pseudo:
+        raise ValueError("pmg_loss: no modalities given")
+    total = None
+    for name, pred in pseudo.items():
+        if name not in real:
+            raise ValueError(f"pmg_loss: real features of modality '{name}' are missing")
+        target = real[name]
+        if target.shape != pred.shape:
+            raise ValueError(
+                f"pmg_loss: modality '{name}' expected shape {list(pred.shape)}, got {list(target.shape)}"
+            )
+        term = F.mse_loss(pred, target.to(pred.dtype))
+        total = term if total is None else total + term
+    return total
+
+
+def similarity_logits(rgb: torch.Tensor, modality: torch.Tensor, tau: float) -> torch.Tensor:
+    """Cosine similarity over temperature, per video: ``S[b,i,k] = sim(F*_i, z_k) / τ`` (B, T, T)."""
+    a = F.normalize(rgb, dim=-1, eps=1e-8)  # (B, T, D)
+    z = F.normalize(modality, dim=-1, eps=1e-8)  # (B, T, D)
+    return torch.einsum("bid,bkd->bik", a, z) / tau  # (B, T, T)
+
+
+def _one_direction(logits: torch.Tensor, form: str) -> torch.Tensor:
+    """−mean_i log( exp(S_ii) / Σ_k exp(S_ik) ), the sum over k ≠ i in the paper form. (B, T, T) -> ()."""
+    t = logits.shape[-1]
+    positive = torch.diagonal(logits, dim1=-2, dim2=-1)  # (B, T)
+    if form == "paper":
+        eye = torch.eye(t, dtype=torch.bool, device=logits.device)
+        logits = logits.masked_fill(eye, float("-inf"))  # leave the positive out of the denominator
+    denominator = torch.logsumexp(logits, dim=-1)  # (B, T)
+    return (denominator - positive).mean()
+
+
+def infonce(
+    rgb: torch.Tensor,
+    modality: torch.Tensor,
+    tau: float = 0.1,
+    form: str = "paper",
+    direction: str = "both",
+) -> torch.Tensor:
+    """Snippet-level InfoNCE within each video (eq. 2), averaged over videos and snippets.
+
+    ``rgb`` F* and ``modality`` (the aligned embedding of one modality) are ``[B,T,D]``. Snippet i of
+    both is the positive pair; the other snippets of the same video are the negatives.
+    ``form="paper"`` leaves the positive out of the denominator (Σ_{k≠i}, as eq. 2 is written; the
+    loss can then go below zero); ``form="standard"`` keeps it (cross-entropy over the T candidates).
+    ``direction``: ``rgb_to_modality`` (rows: an RGB snippet against all modality snippets),
+    ``modality_to_rgb`` (the transpose), or ``both`` (their mean, the paper's bi-directional loss).
+
+    With T = 1 there are no negatives: the paper form's denominator is empty, so the loss is defined
+    as 0 there (the standard form is exactly 0 at T = 1 anyway). The result stays in the graph.
+    """
+    if form not in INFONCE_FORMS:
+        raise ValueError(f"infonce: form must be one of {INFONCE_FORMS}, got {form!r}")
+    if direction not in INFONCE_DIRECTIONS:
+        raise ValueError(f"infonce: direction must be one of {INFONCE_DIRECTIONS}, got {direction!r}")
+    if rgb.shape != modality.shape or rgb.dim() != 3:
+        raise ValueError(
+            f"infonce: expected two [B,T,D] tensors of one shape, got {list(rgb.shape)} and {list(modality.shape)}"
+        )
+    logits = similarity_logits(rgb, modality, tau)  # (B, T, T)
+    if logits.shape[-1] == 1 and form == "paper":
+        return logits.sum() * 0.0  # no negatives: defined as 0 (kept in the graph, no NaN)
+    if direction == "rgb_to_modality":
+        return _one_direction(logits, form)
+    if direction == "modality_to_rgb":
+        return _one_direction(logits.transpose(-2, -1), form)
+    return 0.5 * (_one_direction(logits, form) + _one_direction(logits.transpose(-2, -1), form))
+
+
+def align_loss(
+    rgb: torch.Tensor,
+    aligned: dict[str, torch.Tensor],
+    tau: float = 0.1,
+    form: str = "paper",
+) -> torch.Tensor:
+    """L_align = Σ_j InfoNCE(F*, z_j) over modalities j (eq. 3), both directions."""
+    if not aligned:
+        raise ValueError("align_loss: no modalities given")
+    total = None
+    for z in aligned.values():
+        term = infonce(rgb, z, tau=tau, form=form, direction="both")
+        total = term if total is None else total + term
+    return total
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean over batch, snippets and dims of (F_M* − F_teach)² (eq. 4); the teacher is a constant."""
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"distill_loss: student feature {list(student.shape)} and teacher feature {list(teacher.shape)} differ"
+        )
+    return F.mse_loss(student, teacher.detach().to(student.dtype))
+
+
+def pivad_loss(out, labels: torch.Tensor, loss_cfg: LossConfig, phase: str) -> tuple[torch.Tensor, dict[str, float]]:
+    """π-VAD's objective for one training step.
+
+    ``phase="first"``: L_first = L_PMG + L_align + L_distill (eq. 5).
+    ``phase="second"``: L_second = L_MIL + λ1·L_align + λ2·L_distill + L_PMG (eq. 6), with L_MIL UR-DMU's
+    full loss on the student (:func:`pivad.losses.mil.mil_loss`).
+    ``loss_cfg.use_pmg/use_align/use_distill`` drop a term (paper Table 3). ``out`` is a
+    :class:`pivad.models.PIVADOutput`; its ``aux`` holds ``pmg``, ``align`` and ``distill`` tensors
+    (summed over PI positions and modalities). Returns the total and every part as a float for logging.
+    """
+    if phase not in PHASES:
+        raise ValueError(f"pivad_loss: phase must be one of {PHASES}, got {phase!r}")
+    aux = out.aux
+    weights = {
+        "pmg": 1.0,
+        "align": 1.0 if phase == "first" else loss_cfg.lambda_align,
+        "distill": 1.0 if phase == "first" else loss_cfg.lambda_distill,
+    }
+    switches = {"pmg": loss_cfg.use_pmg, "align": loss_cfg.use_align, "distill": loss_cfg.use_distill}
+    total = None
+    parts: dict[str, float] = {}
+    for name, weight in weights.items():
+        if not switches[name]:
+            continue
+        if name not in aux:
+            raise ValueError(f"pivad_loss: loss.use_{name} is on but the model output has no '{name}' term")
+        term = aux[name]
+        parts[name] = float(term.detach())
+        total = weight * term if total is None else total + weight * term
+    if phase == "second":
+        from pivad.losses.mil import mil_loss
+
+        if out.student is None:
+            raise ValueError("pivad_loss: phase 'second' needs the student's outputs (run the model with phase='second')")
+        mil, mil_parts = mil_loss(out.student, labels)
+        parts["mil"] = float(mil.detach())
+        for key, value in mil_parts.items():
+            parts[f"mil/{key}"] = float(value.detach()) if torch.is_tensor(value) else float(value)
+        total = mil if total is None else total + mil
+    if total is None:
+        raise ValueError("pivad_loss: every term of L_first is switched off (loss.use_pmg/use_align/use_distill)")
+    for key, value in aux.items():
+        if "/" in key:  # per-position / per-modality details, logged only
+            parts[key] = float(value.detach())
+    parts["total"] = float(total.detach())
+    return total, parts
