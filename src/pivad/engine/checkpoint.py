@@ -1,0 +1,193 @@
+"""Checkpoints: one file holds everything needed to rebuild, resume or deploy a model.
+
+Payload (a plain dict, loadable with ``torch.load(weights_only=True)``)::
+
+    version    checkpoint format version (int) and pivad version (str)
+    kind       "urdmu" | "pivad"
+    config     the resolved Config as a nested dict
+    model      state_dict
+    optimizer  optimiser state_dict (None in exported/inference files)
+    phase      "teacher" | "first" | "second" (the phase the step counter belongs to)
+    step       steps done in that phase; global_step counts over all phases
+    metrics    selection / evaluation metrics known when it was written
+    threshold  anomaly threshold on frame scores (used by ``pivad detect``)
+    rng        RNG states (python, numpy, torch, cuda) per rank, for exact resume
+    loader     the balanced loader's state_dict, for exact resume
+    best       {"score", "step", "phase"} of the best checkpoint so far
+
+Official UR-DMU state dicts (a bare ``{name: tensor}`` mapping with the official key names) load too,
+through :func:`load_model` / :func:`load_inference_model`.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pivad import __version__
+from pivad.errors import CheckpointError
+from pivad.io import atomic_torch_save
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("version", "kind", "config", "model")
+
+
+def _plain(obj: Any) -> Any:
+    """Make ``obj`` loadable with ``weights_only=True``: numpy arrays -> tensors, numpy scalars -> python."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        out = [_plain(v) for v in obj]
+        return tuple(out) if isinstance(obj, tuple) else out
+    return obj
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """Write ``payload`` atomically (temporary file + rename); adds the format version."""
+    missing = [k for k in ("kind", "config", "model") if k not in payload]
+    if missing:
+        raise ValueError(f"checkpoint payload lacks {missing}")
+    payload = dict(payload)
+    payload["version"] = {"format": FORMAT_VERSION, "pivad": __version__}
+    atomic_torch_save(path, _plain(payload))
+
+
+def _torch_load(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:200]})") from None
+
+
+def is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read one of our checkpoints; :class:`CheckpointError` naming the file if it is not one."""
+    path = Path(path)
+    obj = _torch_load(path)
+    if not isinstance(obj, dict) or any(k not in obj for k in REQUIRED_KEYS):
+        kind = "a bare state dict (official UR-DMU?)" if is_state_dict(obj) else type(obj).__name__
+        raise CheckpointError(f"{path}: not a pivad checkpoint (found {kind})")
+    fmt = obj["version"].get("format") if isinstance(obj["version"], dict) else None
+    if fmt != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {fmt!r}, this pivad reads {FORMAT_VERSION}")
+    return obj
+
+
+# ----------------------------------------------------------------------------------------- RNG states
+
+
+def rng_state() -> dict:
+    """All RNG states of this process (python, numpy, torch CPU, CUDA if present)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` captured."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------------------- model loading
+
+
+def _strip_teacher(sd: dict, model: torch.nn.Module) -> dict:
+    """Drop ``teacher.*`` keys the target model does not have (inference builds omit the teacher)."""
+    own = model.state_dict().keys()
+    return {k: v for k, v in sd.items() if k in own or not k.startswith("teacher.")}
+
+
+def model_from_checkpoint(ckpt: dict, path: str | Path = "<memory>") -> tuple[torch.nn.Module, Any]:
+    """Rebuild the model stored in a loaded checkpoint dict; returns (model, Config)."""
+    from pivad.config import from_dict
+    from pivad.models import build_model
+
+    cfg = from_dict(ckpt["config"])
+    kind = ckpt["kind"]
+    if kind not in ("urdmu", "pivad"):
+        raise CheckpointError(f"{path}: unknown model kind {kind!r}")
+    model = build_model(kind, cfg)
+    sd = _strip_teacher(ckpt["model"], model)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit the {kind} model of its config ({first[:200]})") from None
+    return model, cfg
+
+
+def load_model(path: str | Path, cfg: Any = None) -> tuple[torch.nn.Module, Any, dict]:
+    """Full model (π-VAD with its inductors, or UR-DMU) in eval mode, its Config, and meta.
+
+    ``cfg`` is used only for official UR-DMU state dicts (their model widths; defaults otherwise).
+    """
+    from pivad.config import Config
+
+    path = Path(path)
+    obj = _torch_load(path)
+    if is_state_dict(obj):  # official UR-DMU weights
+        from pivad.models import URDMU
+
+        cfg = cfg if cfg is not None else Config()
+        try:
+            model = URDMU.from_official_state_dict(obj, cfg.model)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"{path}: not an official UR-DMU state dict ({first[:200]})") from None
+        meta = {"kind": "urdmu", "source": "official", "step": None, "phase": None, "metrics": {},
+                "threshold": cfg.eval.threshold}
+        return model.eval(), cfg, meta
+    ckpt = load_checkpoint(path)
+    model, cfg = model_from_checkpoint(ckpt, path)
+    meta = {
+        "kind": ckpt["kind"],
+        "source": "pivad",
+        "step": ckpt.get("step"),
+        "phase": ckpt.get("phase"),
+        "global_step": ckpt.get("global_step"),
+        "metrics": ckpt.get("metrics") or {},
+        "threshold": ckpt.get("threshold", cfg.eval.threshold),
+        "version": ckpt["version"],
+    }
+    return model.eval(), cfg, meta
+
+
+def load_inference_model(path: str | Path, cfg: Any = None) -> tuple[torch.nn.Module, Any, dict]:
+    """RGB-only inference model in eval mode (``model(x [b,n,T,D] | [B,T,D]) -> [b,T]``), Config, meta.
+
+    Accepts our UR-DMU and π-VAD checkpoints (π-VAD as its ``student_only()`` view: no teacher)
+    and official UR-DMU state dicts.
+    """
+    model, cfg, meta = load_model(path, cfg)
+    if meta["kind"] == "pivad":
+        model = model.student_only().eval()
+    return model, cfg, meta

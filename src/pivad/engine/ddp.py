@@ -1,0 +1,124 @@
+"""Data-parallel plumbing for ``torchrun``: process group, batch sharding, gradient averaging.
+
+Launch: ``torchrun --nproc_per_node G [--nnodes N --node_rank R --master_addr A] -m pivad.cli train -c ...``
+(or the ``pivad`` script path). Without torchrun's environment everything is a single process.
+
+How data parallelism works here (plain and readable rather than wrapped in ``DistributedDataParallel``):
+every rank builds the same seeded balanced loader, draws the same global batch of
+``batch_normal + batch_abnormal`` crops and keeps its own slice ``[rank::world]`` of each half (the
+``DistributedSampler`` rule), so the global batch and the loader state are the same as in one process
+and a checkpoint's loader state serves every rank. After ``backward`` the gradients are averaged over
+ranks in one flat all-reduce, so all ranks apply the same update and their weights stay identical.
+Only rank 0 evaluates and writes files. CUDA uses NCCL, CPU uses gloo.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group described by torchrun's environment (no-op without it)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and device != "cpu"
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def shard_batch(batch, info: DistInfo, n_normal: int):
+    """This rank's part of a global batch (normal half first): ``[rank::world]`` of each half.
+
+    Works on any object with ``rgb [B,...]``, ``labels [B]`` and ``modalities {name: [B,...]}``;
+    returns ``(rgb, labels, modalities)``.
+    """
+    rgb, labels, mods = batch.rgb, batch.labels, batch.modalities
+    if not info.enabled:
+        return rgb, labels, mods
+    total = rgb.shape[0]
+    idx = torch.cat([
+        torch.arange(info.rank, n_normal, info.world_size),
+        torch.arange(n_normal + info.rank, total, info.world_size),
+    ])
+    return rgb[idx], labels[idx], {k: v[idx] for k, v in mods.items()}
+
+
+def average_gradients(params: list[torch.nn.Parameter], info: DistInfo) -> None:
+    """Average ``.grad`` over ranks with one flat all-reduce (params without a grad are skipped;
+    every rank runs the same code path, so all ranks skip the same ones)."""
+    if not info.enabled:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= info.world_size
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset:offset + n].view_as(g))
+        offset += n
+
+
+def broadcast_parameters(module: torch.nn.Module, info: DistInfo) -> None:
+    """Make every rank start from rank 0's weights."""
+    if not info.enabled:
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src=0)
+
+
+def _comm_device() -> str:
+    return "cuda" if dist.get_backend() == "nccl" else "cpu"
+
+
+def any_flag(flag: bool, info: DistInfo) -> bool:
+    """True on every rank when ``flag`` is true on any rank (used to stop together on a signal)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=_comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def gather_objects(obj, info: DistInfo) -> list:
+    """Every rank's ``obj`` (in rank order) on every rank."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
