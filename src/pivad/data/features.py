@@ -1,0 +1,124 @@
+"""Loading and validating ``.npy`` feature files.
+
+Every check raises a one-line :class:`~pivad.errors.DataError` that names the file and what is wrong:
+missing or unreadable file, wrong number of axes or width, a non-float dtype (float16/32/64 are
+accepted and converted to float32; integers, booleans, complex and object arrays are rejected),
+no snippets (T = 0), NaN or Inf values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pivad.errors import DataError
+
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(str(s) for s in shape) + "]"
+
+
+def read_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a ``.npy`` file from its header alone (no data read)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fp:
+            version = np.lib.format.read_magic(fp)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+            else:  # format 3.0 only serves structured dtypes with non-latin-1 field names
+                raise DataError(f"{path}: .npy format {version[0]}.{version[1]} holds a structured array, expected floats")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise DataError(f"{path}: not a .npy file ({str(exc).splitlines()[0]})") from None
+    return tuple(shape), dtype
+
+
+def _check_dtype(path: Path, dtype: np.dtype) -> None:
+    if dtype not in FLOAT_DTYPES:
+        raise DataError(f"{path}: dtype {dtype} is not a float type (expected float16, float32 or float64)")
+
+
+def check_shape(
+    path: str | Path, shape: tuple[int, ...], dim: int, *, crops: bool = False
+) -> None:
+    """Raise DataError unless ``shape`` is ``[T, dim]`` (or ``[T, C, dim]`` when ``crops``) with T > 0."""
+    expected = f"[T,{dim}]" + (f" or [T,C,{dim}]" if crops else "")
+    ok_rank = len(shape) == 2 or (crops and len(shape) == 3)
+    if not ok_rank or shape[-1] != dim or (len(shape) == 3 and shape[1] == 0):
+        raise DataError(f"{path}: expected shape {expected}, got {_shape_text(shape)}")
+    if shape[0] == 0:
+        raise DataError(f"{path}: no snippets (T=0), shape {_shape_text(shape)}")
+
+
+def feature_shape(path: str | Path, dim: int = 1024, *, crops: bool = False) -> tuple[int, ...]:
+    """Validated shape of a feature file, read from its header (dtype and shape checked, values not)."""
+    shape, dtype = read_header(path)
+    _check_dtype(Path(path), dtype)
+    check_shape(path, shape, dim, crops=crops)
+    return shape
+
+
+def _load_array(path: Path, mmap: bool) -> np.ndarray:
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        if exc.strerror:
+            raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+        raise DataError(f"{path}: cannot read as .npy ({str(exc).splitlines()[0]})") from None
+    except ValueError as exc:
+        message = str(exc).splitlines()[0]
+        if "allow_pickle" in message:
+            message = "holds Python objects, expected a float array"
+        raise DataError(f"{path}: cannot read as .npy ({message})") from None
+    except EOFError:
+        raise DataError(f"{path}: cannot read as .npy (file is empty or truncated)") from None
+    return array
+
+
+def _check_finite(path: Path, array: np.ndarray) -> None:
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    bad = ~finite
+    first = int(np.argwhere(bad)[0][0])
+    n_nan = int(np.isnan(array).sum())
+    n_inf = int(bad.sum()) - n_nan
+    what = " and ".join(part for part in (f"{n_nan} NaN" if n_nan else "", f"{n_inf} Inf" if n_inf else "") if part)
+    raise DataError(f"{path}: contains {what} value(s) (first at snippet {first})")
+
+
+def load_features(path: str | Path, dim: int = 1024, mmap: bool = False, *, crops: bool = False) -> np.ndarray:
+    """Load a ``[T, dim]`` feature file (``[T, C, dim]`` too when ``crops``) as validated float32.
+
+    ``mmap=True`` maps the file instead of reading it: a float32 file then comes back as a read-only
+    memory map (the finiteness check still reads it once); other float dtypes are converted in memory.
+    """
+    path = Path(path)
+    shape, dtype = read_header(path)
+    _check_dtype(path, dtype)
+    check_shape(path, shape, dim, crops=crops)
+    array = _load_array(path, mmap)
+    if array.dtype != np.float32:
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes Inf, reported below
+            array = array.astype(np.float32)
+    _check_finite(path, array)
+    return array
+
+
+def load_video_features(path: str | Path, dim: int = 1024) -> np.ndarray:
+    """A per-video file ``[T, C, dim]`` or ``[T, dim]`` as float32 ``[C, T, dim]`` (C = 1 for 2-D files)."""
+    array = load_features(path, dim, crops=True)
+    if array.ndim == 2:
+        return array[None]  # (1, T, D)
+    return np.ascontiguousarray(array.transpose(1, 0, 2))  # (T, C, D) -> (C, T, D)
