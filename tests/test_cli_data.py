@@ -169,7 +169,8 @@ def test_check_summary(synth_dir, tmp_path, capsys):
     test = meta["sizes"]["test"]
     n_test = test["normal"] + test["abnormal"]
     row = next(line for line in out.splitlines() if line.startswith("test "))
-    assert row.split()[1:5] == [str(n_test), str(test["normal"]), str(test["abnormal"]), str(n_test * meta["num_crops"])]
+    expected = [n_test, test["normal"], test["abnormal"], n_test * meta["num_crops"]]
+    assert row.split()[1:5] == [str(n) for n in expected]
     assert "modalities present: pose, depth, panoptic, flow, text" in out
     # the ground truth rebuilt from the annotation has the synthetic generator's own totals
     assert f"{meta['test_frames']:,} frames, {meta['test_abnormal_frames']:,} abnormal" in out

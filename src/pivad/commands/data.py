@@ -184,7 +184,8 @@ def _check_ground_truth(cfg, test) -> str:
     if not d.annotation:
         return "ground truth: none configured (set data.annotation or data.gt to evaluate)"
     annotations = parse_annotations(d.annotation, d.annotation_format)
-    for message in check_coverage([(it.name, it.label) for it in test.items], annotations, annotation_path=d.annotation):
+    labelled = [(it.name, it.label) for it in test.items]
+    for message in check_coverage(labelled, annotations, annotation_path=d.annotation):
         _warn(message)
     summary = GTSummary()
     build_frame_gt([(it.name, int(t)) for it, t in zip(test.items, test.lengths)], annotations, summary=summary)
