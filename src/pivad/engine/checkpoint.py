@@ -129,7 +129,7 @@ def _strip_teacher(sd: dict, model: torch.nn.Module) -> dict:
 def model_from_checkpoint(ckpt: dict, path: str | Path = "<memory>") -> tuple[torch.nn.Module, Any]:
     """Rebuild the model stored in a loaded checkpoint dict; returns (model, Config)."""
     from pivad.config import from_dict
-    from pivad.models import build_model
+    from pivad.models.factory import build_model
 
     cfg = from_dict(ckpt["config"])
     kind = ckpt["kind"]

@@ -67,6 +67,7 @@ def score_video(model: Callable, rgb: Any, device: torch.device | str = "cpu", b
         x = x.unsqueeze(0)  # (1, T, D)
     n_crops = x.shape[0]
     step = max(1, int(batch_crops))
+    kwargs = {k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v) for k, v in kwargs.items()}
     total = None
     for start in range(0, n_crops, step):
         chunk = x[start:start + step].unsqueeze(0).to(device)  # (1, c, T, D)
@@ -132,10 +133,7 @@ class GroundTruth:
         from pivad.data.ground_truth import video_frame_gt
 
         for v in videos:
-            if v.label == 0:
-                v.frame_gt = np.zeros(SNIPPET * len(v.scores), dtype=np.uint8)
-            else:
-                v.frame_gt = np.asarray(video_frame_gt(v.name, len(v.scores), self.annotations), dtype=np.uint8)
+            v.frame_gt = np.asarray(video_frame_gt(v.name, len(v.scores), self.annotations), dtype=np.uint8)
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -157,6 +155,28 @@ def evaluate_model(model: Callable, dataset: Any, gt: GroundTruth, *, device: to
     videos = score_dataset(model, dataset, device, batch_crops, progress, desc, modality_kwargs)
     gt.attach(videos)
     return EvalResult(compute_metrics(videos, ap_form), videos)
+
+
+def modality_inputs(cfg: Any) -> Callable | None:
+    """For ``inductor.modality_source: real`` models (studies): a function giving a test entry's real
+    modality features as ``{"modalities": {name: [1,T,d]}}``; None for RGB-only models."""
+    if cfg.inductor.modality_source != "real":
+        return None
+    from pivad.data.modality_store import ModalityStore
+
+    store = None
+
+    def kwargs(item: Any) -> dict:
+        nonlocal store
+        name, _, _, rgb = _entry(item)
+        feats = getattr(item, "modalities", None)
+        if not feats:  # the test set was loaded without them: read the store
+            if store is None:
+                store = ModalityStore(cfg.data.modality_root, cfg.data.modalities, cfg.data.t_align)
+            feats = store.load(name, int(np.shape(rgb)[-2]))
+        return {"modalities": {k: torch.as_tensor(v, dtype=torch.float32)[None] for k, v in feats.items()}}  # (1, T, d)
+
+    return kwargs
 
 
 def topk_video_score(scores: np.ndarray) -> float:

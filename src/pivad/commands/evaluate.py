@@ -1,0 +1,65 @@
+"""``pivad evaluate --run RUN_DIR | --ckpt CKPT [-c CONFIG] [--section.key value ...]``.
+
+Scores the test set with each checkpoint (whole videos, crops batched, one pass), then writes
+``metrics.json`` (AUC, AUC_A, AP, AP_A, video AUC, class-wise AUC), ``scores/*.npz`` (per-video
+snippet scores) and ``plots/*.png``, and prints the table. ``-c``/overrides replace the checkpoint's
+``data``/``eval`` sections (evaluate on another test list, AP form, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pivad.cli import add_config_arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="RUN_DIR", help="a run directory (teacher.pt, best.pt, last.pt)")
+    src.add_argument("--ckpt", metavar="CKPT", help="one checkpoint (ours or an official UR-DMU state dict)")
+    add_config_arguments(parser)
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: the run dir, or <ckpt dir>/eval_<name>)")
+    parser.add_argument("--no-plots", action="store_true", help="metrics and scores only")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _overrides(args: argparse.Namespace, base_config: Path | None):
+    """A Config whose data/eval sections replace the checkpoint's, or None when nothing was given."""
+    from pivad.config import load_config
+
+    if args.config:
+        return load_config(args.config, args.overrides)
+    if args.overrides:
+        return load_config(base_config, args.overrides) if base_config else load_config(None, args.overrides)
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from pivad.engine.report import evaluate_checkpoints, run_checkpoints
+    from pivad.engine.runs import resolve_run_dir
+    from pivad.errors import CheckpointError, ConfigError
+
+    if args.run:
+        run_dir = resolve_run_dir(args.run)
+        checkpoints = run_checkpoints(run_dir)
+        if not checkpoints:
+            raise CheckpointError(f"{run_dir}: no checkpoints (teacher.pt, best.pt, last.pt) to evaluate")
+        out = Path(args.out) if args.out else run_dir
+        overrides = _overrides(args, run_dir / "config.yaml")
+    else:
+        ckpt = Path(args.ckpt)
+        if not ckpt.is_file():
+            raise CheckpointError(f"{ckpt}: no such checkpoint file")
+        checkpoints = {"model": ckpt}
+        out = Path(args.out) if args.out else ckpt.parent / f"eval_{ckpt.stem}"
+        overrides = _overrides(args, None)
+        if overrides is None:
+            from pivad.engine.checkpoint import is_state_dict, _torch_load
+
+            if is_state_dict(_torch_load(ckpt)):
+                raise ConfigError(f"{ckpt}: an official UR-DMU state dict carries no data config: add -c CONFIG")
+    evaluate_checkpoints(checkpoints, out, overrides=overrides, progress=not args.no_progress,
+                         plots=not args.no_plots)
+    print(f"metrics: {out / 'metrics.json'}")
+    return 0

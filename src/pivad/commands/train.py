@@ -1,0 +1,79 @@
+"""``pivad train -c CONFIG [--section.key value ...] [--resume RUN_DIR]``.
+
+Trains the UR-DMU teacher (or loads ``train.teacher_ckpt``), then π-VAD steps 1 and 2, into
+``<train.out_dir>/<model>/<dataset>/v<N>/``; evaluates the kept checkpoints on the test set at the end.
+Under ``torchrun`` every rank runs this; only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pivad.cli import add_config_arguments, config_from_args
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last.pt")
+    parser.add_argument("--run-dir", metavar="DIR", help="write the run here instead of a new v<N> folder")
+    parser.add_argument("--no-eval", action="store_true", help="skip the final test-set evaluation")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # test hook
+
+
+def _shared_run_dir(cfg, requested: str | None) -> Path:
+    """Rank 0 creates the run folder; under torchrun the others receive its path."""
+    from pivad.engine import ddp
+    from pivad.engine.runs import new_run_dir
+
+    info = ddp.init_distributed(cfg.train.device)
+    path = None
+    if info.is_main:
+        if requested:
+            path = Path(requested)
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path = new_run_dir(cfg.train.out_dir, cfg.train.model, cfg.data.name)
+    if info.enabled:
+        import torch.distributed as dist
+
+        box = [str(path) if path else None]
+        dist.broadcast_object_list(box, src=0)
+        path = Path(box[0])
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    from pivad.config import load_config
+    from pivad.engine.ddp import init_distributed, shutdown
+    from pivad.engine.report import evaluate_run
+    from pivad.engine.runs import resolve_run_dir
+    from pivad.engine.trainer import train
+    from pivad.errors import ConfigError
+
+    if args.resume:
+        if args.config or args.overrides:
+            raise ConfigError("--resume continues a run with its own config.yaml: drop -c and overrides")
+        run_dir = resolve_run_dir(args.resume)
+        cfg = load_config(run_dir / "config.yaml")
+    else:
+        cfg = config_from_args(args)
+        run_dir = _shared_run_dir(cfg, args.run_dir)
+    info = init_distributed(cfg.train.device)
+    if info.is_main:
+        print(f"run directory: {run_dir}", file=sys.stderr)
+    result = train(cfg, run_dir, resume=bool(args.resume), stop_after=args.stop_after,
+                   progress=not args.no_progress)
+    if result.interrupted:
+        if info.is_main:
+            print(f"pivad: stopped at step {result.global_step}; continue with: pivad train --resume {run_dir}",
+                  file=sys.stderr)
+        shutdown(info)
+        return 130 if args.stop_after is None else 0
+    if info.is_main and not args.no_eval:
+        evaluate_run(run_dir, progress=not args.no_progress)
+    shutdown(info)
+    return 0
