@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -187,3 +188,40 @@ def test_check_bad_inputs(synth_dir, tmp_path, capsys):
     assert err.startswith(f"pivad: error: {tmp_path / 'short.npy'}: 10 frames, the test features need ")
     assert main(["data", "check", "-c", str(tmp_path / "absent.yaml")]) == 2
     assert "absent.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dataset", ["UCF", "XD"])
+def test_gt_on_the_real_test_list(shared_dir, tmp_path, data_dir, capsys, dataset):
+    """The real UR-DMU test list against the real annotation, with stand-in feature files.
+
+    Each crop file is a [T, 1] array (only T is read): T = n_frames // 16 for UCF (frame counts from the
+    annotation), a fixed 100 snippets for XD (which states no frame count). The list's ids must
+    match the annotation's, video for video.
+    """
+    from pivad.data.annotations import parse_annotations, video_id
+
+    fmt = dataset.lower()
+    ann_path = data_dir / "annotations" / f"{dataset}_Annotation.txt"
+    ann = parse_annotations(ann_path, fmt)
+    lines = [ln.strip() for ln in (shared_dir / "data/urdmu/list" / f"{dataset}_Test.list").read_text().splitlines()]
+    stand_ins: dict[int, Path] = {}  # one file per T, hard-linked under each crop's name (fast)
+    for line in filter(None, lines):
+        T = ann[video_id(line)].n_frames // 16 if fmt == "ucf" else 100
+        if T not in stand_ins:
+            stand_ins[T] = tmp_path / "stand_ins" / f"{T}.npy"
+            stand_ins[T].parent.mkdir(exist_ok=True)
+            np.save(stand_ins[T], np.zeros((T, 1), np.float32))
+        os.link(stand_ins[T], tmp_path / line.replace("\\", "/").rsplit("/", 1)[-1])
+    out = tmp_path / "gt.npy"
+    lst = shared_dir / "data/urdmu/list" / f"{dataset}_Test.list"
+    args = ["data", "gt", "--list", str(lst), "--root", str(tmp_path)]
+    assert main([*args, "--annotation", str(ann_path), "--format", fmt, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""  # every abnormal video annotated, every annotation used
+    gt = np.load(out)
+    if fmt == "ucf":
+        assert gt.size == 1_109_824 and int(gt.sum()) == 84_309
+        assert "videos: 290 (140 abnormal, 150 normal)" in captured.out
+    else:
+        assert gt.size == 800 * 100 * 16
+        assert "videos: 800 (500 abnormal, 300 normal)" in captured.out
