@@ -1,0 +1,177 @@
+"""Model size: parameters per module and multiply-accumulates (MACs) for one crop.
+
+Counting rule. MACs are counted by :class:`torch.utils.flop_counter.FlopCounterMode` over one eval
+forward of one crop ``[1, T, input_dim]`` (T = 200 by default, paper Table 5), divided by 2 (the counter
+reports 2 FLOPs per multiply-accumulate). It counts every matrix product and convolution: Linear and
+Conv1d layers, the attention products QKᵀ and AV (the T² terms), UR-DMU's distance-kernel product and its
+memory reads. Elementwise work, softmax, normalisation and biases are not counted. The models are built
+on the ``meta`` device, so nothing is computed or allocated (this is also what makes PyTorch's fused
+attention decompose into countable products). A module called inside another's forward (the PIs run
+inside the student's hooks) is counted once, under its own name: the student's row excludes its PIs.
+
+Parameters are counted per module; "reached at eval" counts the parameters that an eval forward
+reaches (found with autograd: those that receive a gradient), e.g. UR-DMU's ``encoder_var`` serves
+only the train-mode reparameterisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+# paper Table 5 (π-VAD, CVPR 2025): "GFLOPs" read as multiply-accumulates for one crop of 200 snippets
+PAPER_TABLE5 = {"urdmu": (6.16e6, 1.54e9), "pivad": (82.81e6, 19.88e9)}
+OFFICIAL_URDMU_PARAMS = 6_492_929  # measured on the official code (shared/docs/reference.md)
+
+
+@dataclass
+class SizeRow:
+    name: str
+    params: int
+    macs: int | None
+    level: int = 0  # indentation in the table
+
+
+@dataclass
+class SizeReport:
+    snippets: int
+    inference: list[SizeRow] = field(default_factory=list)  # what student_only() runs
+    training_only: list[SizeRow] = field(default_factory=list)
+    urdmu: SizeRow | None = None  # the plain UR-DMU of cfg.model
+    urdmu_eval_params: int = 0
+    pivad_total: SizeRow | None = None
+    pivad_eval_params: int = 0
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def count_macs(fn, *args, **kwargs) -> dict[str, int]:
+    """MACs of ``fn(*args, **kwargs)`` per module name (``"Global"`` is the total)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn(*args, **kwargs)
+    return {name: sum(ops.values()) // 2 for name, ops in counter.get_flop_counts().items()}
+
+
+def eval_reached_params(module: nn.Module, *args, **kwargs) -> int:
+    """Parameters an eval forward reaches (those that get a gradient from the output's sum)."""
+    params = [p for p in module.parameters()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
+        p.grad = None
+    try:
+        module(*args, **kwargs).sum().backward()
+        return sum(p.numel() for p in params if p.grad is not None)
+    finally:
+        for p, flag in zip(params, flags):
+            p.grad = None
+            p.requires_grad_(flag)
+
+
+def _sum_children(macs: dict[str, int], container: str, children) -> int:
+    """MACs of a ModuleList/ModuleDict (never called itself): the sum over its children."""
+    return sum(macs.get(f"{container}.{child}", 0) for child in children)
+
+
+def _pi_rows(prefix: str, pos: str, pi: nn.Module, macs: dict[str, int]) -> list[SizeRow]:
+    base = f"{prefix}.inductors.{pos}"
+    dim = pi.cmi.fuse.out_features
+    rows = [SizeRow(f"{pos} PI (D={dim})", count_params(pi), macs.get(base, 0), 1)]
+    if pi.pmg is not None:
+        rows.append(SizeRow("PMG (encoder + per-modality view and decoder)", count_params(pi.pmg),
+                            macs.get(f"{base}.pmg", 0), 2))
+    rows.append(SizeRow("CMI projections (one per modality)", count_params(pi.cmi.proj),
+                        _sum_children(macs, f"{base}.cmi.proj", pi.cmi.proj.keys()), 2))
+    rows.append(SizeRow("CMI fusion Linear", count_params(pi.cmi.fuse), macs.get(f"{base}.cmi.fuse", 0), 2))
+    rows.append(SizeRow(f"CMI transformer blocks x{len(pi.cmi.blocks)}", count_params(pi.cmi.blocks),
+                        _sum_children(macs, f"{base}.cmi.blocks", range(len(pi.cmi.blocks))), 2))
+    return rows
+
+
+def size_report(cfg, snippets: int = 200) -> SizeReport:
+    """Parameters and MACs of UR-DMU and (unless ``inductor.position`` is none) π-VAD for one crop."""
+    from pivad.models.pivad import PIVAD
+    from pivad.models.urdmu import URDMU
+
+    report = SizeReport(snippets=snippets)
+    meta = torch.device("meta")
+    with meta:
+        x = torch.zeros(1, snippets, cfg.model.input_dim)
+        urdmu = URDMU(cfg.model).eval()
+    report.urdmu = SizeRow("UR-DMU", count_params(urdmu), count_macs(urdmu, x)["Global"])
+    report.urdmu_eval_params = eval_reached_params(urdmu, x[:, :8])
+    if cfg.inductor.position == "none":
+        return report
+
+    with meta:
+        model = PIVAD(cfg.model, cfg.inductor, cfg.loss, cfg.data.modalities).eval()
+        mods = {m.name: torch.zeros(1, snippets, m.dim) for m in cfg.data.modalities}
+    infer = model.student_only().eval()
+    kwargs = {"modalities": mods} if model.source == "real" else {}
+    macs = count_macs(infer, x, **kwargs)
+    name = type(infer).__name__
+    pi_macs = sum(macs.get(f"{name}.inductors.{pos}", 0) for pos in model.inductors)
+    rows = [SizeRow("student UR-DMU (without its PIs)", count_params(infer.student),
+                    macs.get(f"{name}.student", 0) - pi_macs, 1)]
+    for pos, pi in model.inductors.items():
+        rows += _pi_rows(name, pos, pi, macs)
+    report.inference = rows
+    report.pivad_total = SizeRow("π-VAD inference total", count_params(infer), macs["Global"])
+    report.pivad_eval_params = eval_reached_params(
+        infer, x[:, :8], **({"modalities": {k: v[:, :8] for k, v in mods.items()}} if kwargs else {})
+    )
+    teacher_macs = count_macs(model.teacher.features, x)["Global"]
+    report.training_only = [SizeRow("teacher UR-DMU (frozen; features() per step)", count_params(model.teacher),
+                                    teacher_macs, 1)]
+    if model.source == "real":
+        report.training_only.append(SizeRow("(modality backbones: outside the model, paper 2,406.5 M / 2,561 G)",
+                                            0, None, 1))
+    return report
+
+
+def _fmt_row(row: SizeRow, width: int = 54) -> str:
+    name = "  " * row.level + row.name
+    macs = f"{row.macs / 1e9:9.3f} G" if row.macs is not None else " " * 11
+    return f"{name:<{width}} {row.params:>13,} {macs}"
+
+
+def _rel(ours: float, paper: float) -> str:
+    return f"{(ours / paper - 1) * 100:+.1f}%"
+
+
+def format_report(report: SizeReport) -> str:
+    """The table ``pivad info`` prints."""
+    t = report.snippets
+    lines = [f"{'module':<54} {'params':>13} {f'MACs@T={t}':>11}"]
+    lines.append("-" * len(lines[0]))
+    u = report.urdmu
+    lines.append(_fmt_row(u))
+    lines.append(f"  (parameters reached at eval: {report.urdmu_eval_params:,})")
+    if report.pivad_total is not None:
+        lines.append("π-VAD inference path (student_only: student + PIs)")
+        lines += [_fmt_row(r) for r in report.inference]
+        lines.append(_fmt_row(report.pivad_total))
+        lines.append(f"  (parameters reached at eval: {report.pivad_eval_params:,})")
+        lines.append("π-VAD training only (not in the inference model)")
+        lines += [_fmt_row(r) for r in report.training_only]
+    lines.append("")
+    up, um = PAPER_TABLE5["urdmu"]
+    lines.append(f"paper Table 5: UR-DMU {up / 1e6:.2f} M / {um / 1e9:.2f} G;  π-VAD "
+                 f"{PAPER_TABLE5['pivad'][0] / 1e6:.2f} M / {PAPER_TABLE5['pivad'][1] / 1e9:.2f} G")
+    lines.append(f"this config:   UR-DMU {u.params / 1e6:.2f} M ({_rel(u.params, up)}) / "
+                 f"{u.macs / 1e9:.2f} G ({_rel(u.macs, um)})")
+    if report.pivad_total is not None:
+        p = report.pivad_total
+        pp, pm = PAPER_TABLE5["pivad"]
+        lines.append(f"               π-VAD  {p.params / 1e6:.2f} M ({_rel(p.params, pp)}) / "
+                     f"{p.macs / 1e9:.2f} G ({_rel(p.macs, pm)})")
+    same = "equal" if u.params == OFFICIAL_URDMU_PARAMS else "differs: other widths"
+    lines.append(f"official UR-DMU code, measured: {OFFICIAL_URDMU_PARAMS:,} params (paper says 6.16 M); "
+                 f"this config's UR-DMU: {u.params:,} ({same})")
+    lines.append("MACs: every matmul and convolution of one eval forward of one crop (torch FlopCounterMode / 2)")
+    return "\n".join(lines)
