@@ -32,6 +32,7 @@ def tiny_model() -> Any:
     vision = SamVisionConfig(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=64, patch_size=16,
         output_channels=16, mlp_dim=64, window_size=2, global_attn_indexes=[1],
+        initializer_range=0.02,  # SAM's default (1e-10) would make every tiny feature ~0
     )
     with seeded():
         return SamModel(SamConfig(vision_config=vision))
