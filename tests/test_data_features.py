@@ -25,6 +25,14 @@ def test_float_dtypes_become_float32(tmp_path, dtype):
     np.testing.assert_array_equal(out, values.astype(np.float32))
 
 
+def test_fortran_order_and_big_endian_files(tmp_path):
+    values = np.arange(4 * D, dtype=np.float32).reshape(4, D)
+    np.testing.assert_array_equal(load_features(_save(tmp_path, np.asfortranarray(values)), dim=D), values)
+    np.testing.assert_array_equal(load_features(_save(tmp_path, values.astype(">f4"), "be.npy"), dim=D), values)
+    out = load_features(_save(tmp_path, np.asfortranarray(values), "m.npy"), dim=D, mmap=True)
+    np.testing.assert_array_equal(out, values)
+
+
 def test_mmap_returns_a_map_for_float32(tmp_path):
     path = _save(tmp_path, np.ones((4, D), np.float32))
     out = load_features(path, dim=D, mmap=True)
@@ -89,7 +97,8 @@ def test_missing_and_unreadable_files(tmp_path):
     truncated = tmp_path / "cut.npy"
     np.save(truncated, np.ones((50, D), np.float32))
     truncated.write_bytes(truncated.read_bytes()[:300])
-    assert "cannot read as .npy" in _error(truncated, dim=D)
+    assert "file is truncated" in _error(truncated, dim=D)
+    assert "file is truncated" in _error(truncated, dim=D, mmap=True)
     folder = tmp_path / "dir.npy"
     folder.mkdir()
     assert "cannot read" in _error(folder, dim=D)

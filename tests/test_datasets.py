@@ -99,6 +99,21 @@ def test_per_video_layout(tmp_path):
         TestSet(read_list(tmp_path / "w.list", layout="per_video"), dim=D, layout="per_video", progress=False)
 
 
+def test_thread_count_changes_nothing_and_errors_follow_list_order(tmp_path):
+    write_dataset(tmp_path, n_normal=5, n_abnormal=4)
+    items = read_list(tmp_path / "train.list")
+    store = ModalityStore(tmp_path / "mods", MODS)
+    one = TrainSet(items, num_segments=N, dim=D, modality_store=store, progress=False, threads=1)
+    three = TrainSet(items, num_segments=N, dim=D, modality_store=store, progress=False, threads=3)
+    assert torch.equal(one.rgb, three.rgb) and torch.equal(one.modalities["text"], three.modalities["text"])
+    assert torch.equal(TestSet(items, dim=D, progress=False, threads=1).rgb,
+                       TestSet(items, dim=D, progress=False, threads=3).rgb)
+    for video in (items[6], items[2]):  # the later one is broken first; the earlier one must be reported
+        np.save(video.files[1], np.full(np.load(video.files[0]).shape, np.nan, np.float32))
+    with pytest.raises(DataError, match=f"{items[2].files[1].name}: contains"):
+        TrainSet(items, num_segments=N, dim=D, progress=False, threads=3)
+
+
 def test_crops_of_different_length_are_an_error(tmp_path):
     write_dataset(tmp_path, modalities=False)
     bad = tmp_path / "feats" / "Abuse001_x264__2.npy"

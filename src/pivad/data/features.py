@@ -14,36 +14,43 @@ import numpy as np
 
 from pivad.errors import DataError
 
-FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-
-
 def _shape_text(shape: tuple[int, ...]) -> str:
     return "[" + ",".join(str(s) for s in shape) + "]"
+
+
+def _read_header(fp, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) from an open ``.npy`` file positioned at its start."""
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(fp)
+        if version == (2, 0):
+            return np.lib.format.read_array_header_2_0(fp)
+    except ValueError as exc:
+        raise DataError(f"{path}: not a .npy file ({str(exc).splitlines()[0]})") from None
+    # format 3.0 only serves structured dtypes with non-latin-1 field names
+    raise DataError(f"{path}: .npy format {version[0]}.{version[1]} holds a structured array, expected floats")
+
+
+def _open(path: Path):
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def read_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of a ``.npy`` file from its header alone (no data read)."""
     path = Path(path)
-    try:
-        with open(path, "rb") as fp:
-            version = np.lib.format.read_magic(fp)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
-            else:  # format 3.0 only serves structured dtypes with non-latin-1 field names
-                raise DataError(f"{path}: .npy format {version[0]}.{version[1]} holds a structured array, expected floats")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except ValueError as exc:
-        raise DataError(f"{path}: not a .npy file ({str(exc).splitlines()[0]})") from None
+    with _open(path) as fp:
+        shape, _, dtype = _read_header(fp, path)
     return tuple(shape), dtype
 
 
 def _check_dtype(path: Path, dtype: np.dtype) -> None:
-    if dtype not in FLOAT_DTYPES:
+    if dtype.kind != "f":
         raise DataError(f"{path}: dtype {dtype} is not a float type (expected float16, float32 or float64)")
 
 
@@ -67,23 +74,15 @@ def feature_shape(path: str | Path, dim: int = 1024, *, crops: bool = False) -> 
     return shape
 
 
-def _load_array(path: Path, mmap: bool) -> np.ndarray:
+def _read_data(fp, path: Path, shape: tuple[int, ...], fortran: bool, dtype: np.dtype) -> np.ndarray:
+    count = int(np.prod(shape))
     try:
-        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
+        data = np.fromfile(fp, dtype=dtype, count=count)
     except OSError as exc:
-        if exc.strerror:
-            raise DataError(f"{path}: cannot read ({exc.strerror})") from None
-        raise DataError(f"{path}: cannot read as .npy ({str(exc).splitlines()[0]})") from None
-    except ValueError as exc:
-        message = str(exc).splitlines()[0]
-        if "allow_pickle" in message:
-            message = "holds Python objects, expected a float array"
-        raise DataError(f"{path}: cannot read as .npy ({message})") from None
-    except EOFError:
-        raise DataError(f"{path}: cannot read as .npy (file is empty or truncated)") from None
-    return array
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if data.size != count:
+        raise DataError(f"{path}: cannot read as .npy (file is truncated: {data.size} of {count} values)")
+    return data.reshape(shape[::-1]).T if fortran else data.reshape(shape)
 
 
 def _check_finite(path: Path, array: np.ndarray) -> None:
@@ -105,10 +104,18 @@ def load_features(path: str | Path, dim: int = 1024, mmap: bool = False, *, crop
     memory map (the finiteness check still reads it once); other float dtypes are converted in memory.
     """
     path = Path(path)
-    shape, dtype = read_header(path)
-    _check_dtype(path, dtype)
-    check_shape(path, shape, dim, crops=crops)
-    array = _load_array(path, mmap)
+    with _open(path) as fp:
+        shape, fortran, dtype = _read_header(fp, path)
+        _check_dtype(path, dtype)
+        check_shape(path, shape, dim, crops=crops)
+        if mmap:
+            try:
+                array = np.memmap(fp, dtype=dtype, mode="r", offset=fp.tell(), shape=shape,
+                                  order="F" if fortran else "C")
+            except ValueError:  # the file is shorter than its header says
+                raise DataError(f"{path}: cannot read as .npy (file is truncated)") from None
+        else:
+            array = _read_data(fp, path, shape, fortran, dtype)
     if array.dtype != np.float32:
         with np.errstate(over="ignore"):  # float64 beyond float32's range becomes Inf, reported below
             array = array.astype(np.float32)
