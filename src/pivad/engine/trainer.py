@@ -53,6 +53,7 @@ class TrainResult:
     global_step: int = 0
     best: dict = field(default_factory=dict)  # {"score", "phase", "step"} of the kept checkpoint
     seconds: float = 0.0
+    model: Any = None  # the final model in memory (the last phase's), for callers and tests
 
 
 def plan_phases(cfg: Config) -> list[tuple[str, int]]:
@@ -268,6 +269,13 @@ class Trainer:
         return pivad_loss(out, labels, self.cfg.loss, phase)
 
     def run(self) -> TrainResult:
+        threads = torch.get_num_threads()
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(threads)  # train.threads applies to this run only
+
+    def _run(self) -> TrainResult:
         t0 = time.time()
         self._setup()
         cfg = self.cfg
@@ -316,7 +324,7 @@ class Trainer:
         finally:
             self.logger.close()
         ddp.barrier(self.info)
-        return TrainResult(self.run_dir, interrupted, self.global_step, dict(self.best), time.time() - t0)
+        return TrainResult(self.run_dir, interrupted, self.global_step, dict(self.best), time.time() - t0, model)
 
     def _restore_rng(self, rngs: list) -> None:
         if len(rngs) == self.info.world_size:
