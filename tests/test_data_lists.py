@@ -92,6 +92,18 @@ def test_windows_absolute_paths_under_root(data_dir, tmp_path, layout_dirs):
     assert count_labels(items) == (2, 2)
 
 
+def test_default_base_is_the_list_folder_then_its_parent(tmp_path):
+    _touch(tmp_path / "rgb" / "Abuse" / "Abuse1__0.npy")  # the synthetic layout: <out>/lists, <out>/rgb
+    _touch(tmp_path / "lists" / "Normal_1__0.npy")
+    (tmp_path / "lists" / "train.list").write_text("rgb/Abuse/Abuse1__0.npy\nNormal_1__0.npy\n")
+    items = read_list(tmp_path / "lists" / "train.list")
+    assert [i.files[0] for i in items] == [tmp_path / "rgb" / "Abuse" / "Abuse1__0.npy",
+                                           tmp_path / "lists" / "Normal_1__0.npy"]
+    (tmp_path / "lists" / "rgb" / "Abuse").mkdir(parents=True)  # the list's own folder wins when both exist
+    with pytest.raises(DataError, match="lists/rgb/Abuse/Abuse1__0.npy: feature file not found"):
+        read_list(tmp_path / "lists" / "train.list")
+
+
 def test_windows_path_without_root_names_the_fix(data_dir):
     with pytest.raises(DataError, match=r"feature file not found .*line 1.*set data.root"):
         read_list(data_dir / "lists" / "XD_Test.excerpt.list", label_rule="xd")

@@ -40,21 +40,21 @@ def default_modalities() -> list[ModalityConfig]:
 @dataclass
 class DataConfig:
     name: str = "demo"  # dataset name, used in run paths: ucf_crime | xd_violence | msad | demo | <own>
-    root: str = ""  # folder that relative list entries are resolved against ("" = the list file's folder)
+    root: str = ""  # folder that relative list entries are resolved against ("" = the list file's folder, then its parent; docs/data.md)
     train_list: str = ""  # list file of training feature files (one per line)
     test_list: str = ""  # list file of test feature files
     annotation: str = ""  # temporal annotation file of the test videos
     annotation_format: str = "ucf"  # ucf | xd | msad
     gt: str = ""  # optional precomputed frame-level ground truth .npy (else built from the annotation)
     layout: str = "per_crop"  # per_crop: one [T,D] file per crop; per_video: one [T,C,D] or [T,D] file per video
-    num_crops: int = 10  # crops per video (UCF-Crime 10, XD-Violence 5)
+    num_crops: int = 10  # crops per video (UCF-Crime 10, XD-Violence 5); per_crop lists are checked against it, 0 = any
     feature_dim: int = 1024  # RGB feature width (I3D: 1024)
     num_segments: int = 200  # training videos are resampled to this many snippets
-    label_rule: str = "ucf"  # how the video label comes from its name: ucf ("Normal" in name) | xd ("_label_A")
+    label_rule: str = "ucf"  # how the video label comes from its name: ucf ("Normal" in name) | xd ("_label_A") | msad ("normal") | regex:<pattern> (normal iff it matches); docs/data.md
     classes: list[str] = field(default_factory=list)  # anomaly class names (for class-wise AUC); [] = from names
     modality_root: str = ""  # modality store root: <modality_root>/<modality>/<video>.npy
     modalities: list[ModalityConfig] = field(default_factory=default_modalities)
-    t_align: str = "strict"  # modality T vs RGB T: strict (error) | resample (linear-index resampling)
+    t_align: str = "strict"  # modality T vs RGB T: strict (error) | resample (nearest index: row floor((i+1/2)*Tm/T))
     batch_normal: int = 64  # normal crop files per training step
     batch_abnormal: int = 64  # abnormal crop files per training step
     num_workers: int = 0  # loader worker processes (0: load in the main process; features are cached)

@@ -9,12 +9,14 @@ Layouts (``data.layout``):
 
 Paths: ``/`` and ``\\`` both separate folders; a drive letter (``E:/...``) or ``\\\\host\\share``
 marks a Windows absolute path. An absolute path whose folder exists here is used as is. Every other
-entry is placed under the *base* folder (``root`` if given, else the list file's folder): its folder
-part is cut to the longest tail that exists as a folder under the base, and the file is looked for
-there; when no tail exists, directly in the base. So ``E:/DLCode/datasets/ECCV2020XD-Violence/
-i3d-features/RGBTest/x__0.npy`` with ``root=/data/xd`` resolves to ``/data/xd/i3d-features/RGBTest/
-x__0.npy`` if that folder exists, else ``/data/xd/RGBTest/x__0.npy``, ..., else ``/data/xd/x__0.npy``.
-The choice is made once per listed folder, so a list of 20,000 lines costs a few ``stat`` calls.
+entry is placed under a *base* folder: ``root`` if given; else the list file's folder or, second
+choice, that folder's parent (lists often sit in ``<dataset>/lists/`` beside the feature folders).
+The entry's folder part is cut to the longest tail that exists as a folder under a base (longer tails
+first, the first base first at equal length) and the file is looked for there; when no tail exists,
+directly in the first base. So ``E:/DLCode/datasets/ECCV2020XD-Violence/i3d-features/RGBTest/x__0.npy``
+with ``root=/data/xd`` resolves to ``/data/xd/i3d-features/RGBTest/x__0.npy`` if that folder exists,
+else ``/data/xd/RGBTest/x__0.npy``, ..., else ``/data/xd/x__0.npy``. The choice is made once per
+listed folder, so a list of 20,000 lines costs a few ``stat`` calls.
 
 Labels come from names through a label rule (:mod:`pivad.data.labels`), never from line positions.
 """
@@ -65,8 +67,8 @@ def _split_entry(entry: str) -> tuple[bool, list[str], str]:
 class PathResolver:
     """Maps list entries to files on this machine (rule in the module docstring), one probe per folder."""
 
-    def __init__(self, base: Path):
-        self.base = base
+    def __init__(self, *bases: Path):
+        self.bases = bases
         self._cache: dict[str, Path] = {}  # listed folder text -> folder here
 
     def resolve(self, entry: str) -> Path:
@@ -84,10 +86,11 @@ class PathResolver:
             if native.is_absolute() and native.is_dir():
                 return native
         for start in range(len(parts)):
-            candidate = self.base.joinpath(*parts[start:])
-            if candidate.is_dir():
-                return candidate
-        return self.base
+            for base in self.bases:
+                candidate = base.joinpath(*parts[start:])
+                if candidate.is_dir():
+                    return candidate
+        return self.bases[0]
 
 
 def _video_name(stem: str, layout: str, rule: str) -> tuple[str, int | None]:
@@ -126,7 +129,8 @@ def read_list(
         raise DataError(f"{path}: list file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read list file ({getattr(exc, 'strerror', None) or exc})") from None
-    resolver = PathResolver(Path(root) if str(root) else path.resolve().parent)
+    folder = path.resolve().parent
+    resolver = PathResolver(Path(root)) if str(root) else PathResolver(folder, folder.parent)
 
     items: list[VideoItem] = []
     first_line: dict[str, int] = {}  # video name -> line of its first entry
