@@ -155,6 +155,8 @@ def _crops_in(shape: tuple[int, ...]) -> int:
 class TestVideo:
     """One test video: ``rgb`` ``[C, T, D]`` float32 (a view into the set's tensor), never resampled."""
 
+    __test__ = False  # not a pytest test class
+
     name: str
     label: int
     cls: str
