@@ -1,0 +1,79 @@
+"""``pivad info`` and the size counting behind it (MACs checked against a hand count)."""
+
+from __future__ import annotations
+
+import yaml
+
+from pivad.cli import main
+from pivad.config import Config, InductorConfig, ModalityConfig, URDMUConfig
+from pivad.models.size import size_report
+
+WIDTHS = {"pose": 5, "depth": 3}
+TINY = {
+    "model": {"input_dim": 16, "hidden_dim": 8, "depth": 1, "heads": 2, "dim_head": 4, "mlp_dim": 8,
+              "a_nums": 4, "n_nums": 4, "head_dim": 8},
+    "inductor": {"latent_dim": 6, "cmi_depth": 2, "cmi_heads": 2, "cmi_mlp_ratio": 2.0},
+    "data": {"modalities": [{"name": n, "dim": d} for n, d in WIDTHS.items()]},
+}
+
+
+def _tiny_cfg() -> Config:
+    cfg = Config()
+    cfg.model = URDMUConfig(**TINY["model"])
+    cfg.inductor = InductorConfig(**TINY["inductor"])
+    cfg.data.modalities = [ModalityConfig(n, d) for n, d in WIDTHS.items()]
+    return cfg
+
+
+def test_macs_match_a_hand_count():
+    cfg = _tiny_cfg()
+    T = 10
+    rep = size_report(cfg, snippets=T)
+    m = cfg.model
+    H, inner, S = m.hidden_dim, m.heads * m.dim_head, m.a_nums
+    urdmu = (3 * m.input_dim * H * T  # embedding conv
+             + m.depth * (T * H * 4 * inner  # q, k, v, t
+                          + 2 * T * T * inner  # softmax branch: QKᵀ and AV
+                          + T * T * inner  # distance kernel A2·t
+                          + T * 2 * inner * H  # to_out
+                          + 2 * T * H * m.mlp_dim)  # feed-forward
+             + 2 * 2 * T * S * H  # two memories: similarity and read-out
+             + 2 * T * H * H  # encoder_mu on both read-outs
+             + T * (2 * H * m.head_dim + m.head_dim))  # classifier head
+    assert rep.urdmu.macs == urdmu
+    ind = cfg.inductor
+    L, K, M = ind.latent_dim, ind.cmi_depth, len(WIDTHS)
+    rows = {r.name.split(" (")[0]: r for r in rep.inference if r.level == 1}
+    for pos, D in (("early PI", H), ("late PI", 2 * H)):
+        hidden = int(D * ind.cmi_mlp_ratio)
+        pmg = T * (3 * D * L + sum(L * L + 3 * L * d for d in WIDTHS.values()))
+        cmi = T * (sum(d * D for d in WIDTHS.values()) + M * D * D)
+        blocks = K * (T * (4 * D * D + 2 * D * hidden) + 2 * T * T * D)
+        assert rows[pos].macs == pmg + cmi + blocks, pos
+    assert rows["student UR-DMU"].macs == urdmu  # the PIs' work is not counted twice
+    assert rep.pivad_total.macs == urdmu + sum(rows[p].macs for p in ("early PI", "late PI"))
+    assert rep.training_only[0].params == rep.urdmu.params  # the teacher, apart from the inference path
+
+
+def test_info_verb_prints_the_table(tmp_path, capsys):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    assert main(["info", "-c", str(path), "--snippets", "20"]) == 0
+    out = capsys.readouterr().out
+    for text in ("UR-DMU", "early PI (D=8)", "late PI (D=16)", "π-VAD inference total", "teacher UR-DMU",
+                 "paper Table 5: UR-DMU 6.16 M / 1.54 G;  π-VAD 82.81 M / 19.88 G", "6,492,929", "MACs@T=20"):
+        assert text in out, text
+    assert main(["info", "-c", str(path), "--inductor.position", "none"]) == 0
+    assert "π-VAD" not in capsys.readouterr().out.split("paper Table 5")[0]
+
+
+def test_info_bad_input_is_one_line(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "inductor": {**TINY["inductor"], "cmi_heads": 3}}))
+    assert main(["info", "-c", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"pivad: error: {path}") and "divisible by 3 heads" in err and "\n" not in err
+    assert main(["info", "-c", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    assert main(["info", "--snippets", "0"]) == 2
+    assert "--snippets" in capsys.readouterr().err
