@@ -23,7 +23,10 @@ from pivad.extract.runner import JobResult, VideoJob, Worker, execute_job
 class _Actor:
     """Holds one worker; ``run(job)`` processes one video in the actor's process."""
 
-    def __init__(self, worker: Worker):
+    def __init__(self, worker: Worker, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)  # the actor's CPU share (Ray's default would be 1 thread)
         self.worker = worker
 
     def run(self, job: VideoJob) -> JobResult:
@@ -37,11 +40,15 @@ class RayExecutor:
     ``"local"`` = start a local instance, ``"auto"`` or ``"ray://host:port"``/``"host:port"`` = connect.
     num_cpus / num_gpus: resources per actor (``num_gpus=0.5`` puts two actors on one GPU).
     num_workers: actors to start (default: as many as the cluster's resources fit, at most one per job).
+    threads: torch threads per actor (default: its CPU share, at least 1). Features equal a local run's
+    bit for bit when both use the same number of threads; other thread counts may change the order
+    of floating-point sums in convolutions (differences around 1e-6).
     """
 
     def __init__(self, address: str | None = None, *, num_cpus: float = 1.0, num_gpus: float = 0.0,
-                 num_workers: int | None = None, init_kwargs: dict[str, Any] | None = None):
+                 num_workers: int | None = None, threads: int | None = None, init_kwargs: dict[str, Any] | None = None):
         self.address, self.num_cpus, self.num_gpus = address, float(num_cpus), float(num_gpus)
+        self.threads = max(1, int(threads if threads is not None else num_cpus))
         self.num_workers = num_workers
         self.init_kwargs = dict(init_kwargs or {})
 
@@ -81,7 +88,7 @@ class RayExecutor:
         ray = self._ray()
         actor_cls = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus)(_Actor)
         worker_ref = ray.put(worker)
-        actors = [actor_cls.remote(worker_ref) for _ in range(self._pool_size(ray, len(jobs)))]
+        actors = [actor_cls.remote(worker_ref, self.threads) for _ in range(self._pool_size(ray, len(jobs)))]
         pending: dict[Any, tuple[Any, VideoJob]] = {}
         queue = list(jobs)
 
@@ -101,7 +108,7 @@ class RayExecutor:
                 except Exception as exc:  # noqa: BLE001 - an actor that died fails its video only
                     message = " ".join(str(exc).split())[:200]
                     result = JobResult(job, "failed", f"{job.source}: Ray worker failed ({type(exc).__name__}: {message})")
-                    actor = actor_cls.remote(worker_ref)  # replace a possibly dead actor
+                    actor = actor_cls.remote(worker_ref, self.threads)  # replace a possibly dead actor
                     actors.append(actor)
                 on_result(result)
                 if queue:
