@@ -63,18 +63,18 @@ def test_modalities_on_ray_equal_local(local_ray, videos, tmp_path, capsys):
     assert (tmp_path / "ray" / "manifest.json").read_text() != ""
 
 
-def test_rgb_worker_on_ray_equal_local(local_ray, videos, tmp_path):
+def test_extract_rgb_on_ray_equal_local(local_ray, videos, tmp_path):
+    args = ["extract", "rgb", str(videos / "a.mp4"), "--crops", "1", "--weights", "random:0", "--crop-size", "64",
+            "--batch", "4", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "local")]) == 0
+    assert main([*args, "--out", str(tmp_path / "ray"), "--ray", "local"]) == 0
+    local, on_ray = np.load(tmp_path / "local" / "a__0.npy"), np.load(tmp_path / "ray" / "a__0.npy")
+    assert local.shape == (3, 1024)
+    np.testing.assert_array_equal(on_ray, local)
+    # through the runner directly: a finished video is skipped and no worker is started
     from pivad.extract import rgb
 
     options = rgb.RGBOptions(crops=1, weights="random:0", crop_size=64, batch=4)
-    local_jobs = rgb.video_jobs([videos / "a.mp4"], tmp_path / "local", 1)
-    ray_jobs = rgb.video_jobs([videos / "a.mp4"], tmp_path / "ray", 1)
-    assert run_jobs(local_jobs, rgb.RGBExtractor(options), progress=False).exit_code() == 0
-    remote = run_jobs(ray_jobs, rgb.RGBExtractor(options), executor=RayExecutor(), progress=False)
-    assert [r.status for r in remote.results] == ["done"]
-    local, on_ray = np.load(local_jobs[0].outputs[0]), np.load(ray_jobs[0].outputs[0])
-    assert local.shape == (3, 1024)
-    np.testing.assert_array_equal(on_ray, local)
-    # a second run finds the video finished and starts no worker
-    again = run_jobs(ray_jobs, rgb.RGBExtractor(options), executor=RayExecutor(), progress=False)
+    jobs = rgb.video_jobs([videos / "a.mp4"], tmp_path / "ray", 1)
+    again = run_jobs(jobs, rgb.RGBExtractor(options), executor=RayExecutor(), progress=False)
     assert [r.status for r in again.results] == ["skipped"]

@@ -50,6 +50,8 @@ def _add_rgb(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo videos whose outputs exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--check", metavar="REF.npy", help="compare one extracted [T,1024] file (the positional) with REF.npy")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run the videos on a Ray cluster: auto, an address, or local (pivad.extract.ray_executor)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,7 +108,13 @@ def _run_rgb(args: argparse.Namespace) -> int:
     worker = rgb.RGBExtractor(options)
     if not all(job.is_done() for job in jobs) or args.overwrite:
         worker.model  # noqa: B018 - load the weights once, before the first video, so a bad path fails fast
-    summary = run_jobs(jobs, worker, overwrite=args.overwrite, progress=not args.no_progress, desc="extract rgb")
+    executor = None
+    if args.ray:  # videos as Ray tasks; GPUs per worker follow --device
+        from pivad.extract.ray_executor import RayExecutor
+
+        executor = RayExecutor(address=args.ray, num_gpus=1.0 if args.device.startswith("cuda") else 0.0)
+    summary = run_jobs(jobs, worker, executor=executor, overwrite=args.overwrite, progress=not args.no_progress,
+                       desc="extract rgb")  # fmt: skip
     list_path = Path(args.list_out) if args.list_out else out_dir / "rgb.list"
     n_lines = rgb.write_feature_list(list_path, jobs)
     print(summary.text(), file=sys.stderr)
