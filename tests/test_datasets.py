@@ -223,6 +223,7 @@ def test_split_is_stratified_deterministic_and_video_level():
     assert split_train_val(items, 0.2, seed=2)[1] != held
     assert split_train_val(items, 0.0, seed=1) == (items, [])
     assert [i.label for i in split_train_val(_items(2, 1), 0.01, seed=0)[1]] == [0]  # >= 1, never all
+    assert split_train_val(_items(1, 1), 0.9, seed=0)[1] == []
     with pytest.raises(ConfigError, match="val_fraction"):
         split_train_val(items, 1.0, seed=0)
     assert class_names(items) == ["Abuse"]

@@ -34,8 +34,9 @@ def split_train_val(
     for label in (0, 1):
         members = [i for i, item in enumerate(items) if item.label == label]
         n_val = int(round(fraction * len(members)))
-        if fraction > 0 and len(members) >= 2:
-            n_val = min(max(n_val, 1), len(members) - 1)
+        if fraction > 0:
+            n_val = max(n_val, 1)
+        n_val = max(0, min(n_val, len(members) - 1))  # never hold out every video of a label
         chosen = np.random.default_rng([seed, label]).permutation(len(members))[:n_val]
         held.update(members[i] for i in chosen)
     return ([item for i, item in enumerate(items) if i not in held],
