@@ -311,6 +311,18 @@ def test_cuda_request_falls_back_to_cpu_with_a_message(capsys, monkeypatch):
     assert bb.encode(smooth_snippets(1)).shape == (1, bb.dim)
 
 
+def test_bf16_autocast_is_close_to_fp32_and_fp16_needs_cuda(snippets):
+    fp32 = build_backbone("text", "tiny-random", pooling="mean").encode(snippets)
+    bf16 = build_backbone("text", "tiny-random", pooling="mean", precision="bf16")
+    assert bf16.precision == "bf16"
+    out = bf16.encode(snippets)
+    assert out.dtype == np.float32 and not np.array_equal(out, fp32)
+    np.testing.assert_allclose(out, fp32, atol=0.05 * np.abs(fp32).max())
+    if not torch.cuda.is_available():
+        with pytest.raises(PivadError, match="fp16 needs a CUDA device"):
+            build_backbone("text", "tiny-random", precision="fp16")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu(snippets):
     for m in TINY_MODEL_BACKBONES:

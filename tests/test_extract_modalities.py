@@ -45,6 +45,7 @@ def test_all_modalities_one_decode_pass_T_matches_rgb(clip, tmp_path, monkeypatc
     assert T == decode.probe(clip).n_snippets == 3  # the RGB extractor's snippet count
     manifest = json.loads((out / "manifest.json").read_text())
     assert list(manifest["modalities"]) == list(MODALITIES)
+    assert manifest["modalities"]["depth"]["precision"] == "fp32"
     for m in MODALITIES:
         arr = np.load(out / m / "carphone_40.npy")
         entry = manifest["modalities"][m]
@@ -65,6 +66,8 @@ def test_dis_flow_on_a_real_clip(clip):
     bb = build_backbone("flow", "dis", size=176)
     flow = bb.encode(snippets)
     assert flow.shape == (3, 128)
+    # frame pairs run in a thread pool; the result does not depend on its size
+    np.testing.assert_array_equal(build_backbone("flow", "dis", size=176, threads=1).encode(snippets), flow)
     assert (flow[:2].sum(axis=1) > 0.05).all()  # the handheld camera moves: real motion in full snippets
     # the last snippet holds 8 real frames then 8 copies of the last: pairs 7..14 see no motion
     real_pairs = build_backbone("flow", "dis", frames=15, size=176)

@@ -38,6 +38,7 @@ class ModalitySpec:
 class ModalityOptions:
     specs: tuple[ModalitySpec, ...]
     device: str = "cpu"
+    precision: str = "fp32"  # fp32 | bf16 | fp16 autocast for the neural backbones
     snippet_batch: int = 8  # snippets decoded and encoded together
     max_side: int | None = None  # downscale frames at decode so the longer side is at most this
     rgb_root: str | None = None  # check T against ROOT/<video>__0.npy (or <video>.npy) RGB features
@@ -57,7 +58,7 @@ def build_backbones(options: ModalityOptions) -> dict[str, Any]:
 
     return {
         s.name: build_backbone(s.name, s.model, device=options.device, frames=s.frames, layer=_layer_value(s.layer),
-                               **dict(s.options))
+                               precision=options.precision, **dict(s.options))
         for s in options.specs
     }
 
@@ -163,6 +164,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="modality store root")
     parser.add_argument("--modalities", default=",".join(MODALITIES), help=f"comma-separated (default {','.join(MODALITIES)})")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]; cuda without a GPU falls back to cpu (default cpu)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="neural backbones in fp32 (default) or bf16/fp16 autocast (GPU speed; features change slightly)")
     parser.add_argument("--ray", metavar="ADDRESS", default=None,
                         help="run the videos on a Ray cluster: 'auto' (running cluster), an address, or 'local' (start one here)")
     parser.add_argument("--ray-gpus", type=float, default=None,
@@ -189,6 +192,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flow-grid", type=int, default=4, help="flow descriptor grid (default 4: 4x4 cells)")
     parser.add_argument("--flow-bins", type=int, default=8, help="flow direction bins per cell (default 8)")
     parser.add_argument("--flow-size", type=int, default=320, help="flow computed with the longer side at this size (default 320)")
+    parser.add_argument("--flow-threads", type=int, default=None,
+                        help="DIS frame pairs computed in parallel (default: min(8, CPU cores)); results do not depend on it")
 
 
 def options_from_args(args: argparse.Namespace) -> ModalityOptions:
@@ -203,12 +208,21 @@ def options_from_args(args: argparse.Namespace) -> ModalityOptions:
         layer = getattr(args, f"{m}_layer", None) if m in LAYERED else None
         opts: tuple[tuple[str, Any], ...] = ()
         if m == "flow":
-            opts = (("grid", args.flow_grid), ("bins", args.flow_bins), ("size", args.flow_size))
+            opts = (("grid", args.flow_grid), ("bins", args.flow_bins), ("size", args.flow_size),
+                    ("threads", args.flow_threads))
         elif m == "text":
             opts = (("pooling", args.text_pooling),)
         specs.append(ModalitySpec(m, getattr(args, f"{m}_model"), getattr(args, f"{m}_frames"), layer, opts))
-    return ModalityOptions(tuple(specs), device=args.device, snippet_batch=args.snippet_batch,
+    return ModalityOptions(tuple(specs), device=args.device, precision=args.precision, snippet_batch=args.snippet_batch,
                            max_side=args.max_side, rgb_root=args.rgb_root)
+
+
+def describe(backbone: Any) -> dict[str, Any]:
+    """A backbone's manifest description, with its numeric precision where it has one."""
+    desc = backbone.describe()
+    if hasattr(backbone, "precision"):
+        desc["precision"] = backbone.precision
+    return desc
 
 
 def video_jobs(videos: list[Path], root: Path, modalities: list[str]) -> list[Any]:
@@ -241,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     names = [s.name for s in options.specs]
     worker = ModalityExtractor(options, root, overwrite=args.overwrite)
     # build the backbones here once: a bad model spec fails before any video, and the manifest needs them
-    entries = {m: manifest.make_entry(bb.describe()) for m, bb in worker.backbones.items()}
+    entries = {m: manifest.make_entry(describe(bb)) for m, bb in worker.backbones.items()}
     redo = manifest.reconcile(root, entries, force=args.force)
     if redo:
         print(f"pivad: --force: recomputing {', '.join(sorted(redo))} with the requested settings", file=sys.stderr)

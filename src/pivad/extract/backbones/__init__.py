@@ -15,7 +15,7 @@ import importlib
 from typing import Any
 
 from pivad.errors import PivadError
-from pivad.extract.backbones.base import SNIPPET, Backbone, resolve_device, sample_frame_indices
+from pivad.extract.backbones.base import SNIPPET, Backbone, TorchImageBackbone, resolve_device, sample_frame_indices
 
 MODALITIES = ("pose", "depth", "panoptic", "flow", "text")
 
@@ -30,13 +30,17 @@ DEFAULT_FRAMES = {"pose": 2, "depth": 2, "panoptic": 1, "flow": 15, "text": 4}
 
 
 def build_backbone(modality: str, spec: str | None = None, *, device: str = "cpu", frames: int | None = None,
-                   layer: Any = None, **options: Any) -> Backbone:
-    """The backbone of ``modality`` from a model spec (default :data:`DEFAULT_MODELS`)."""
+                   layer: Any = None, precision: str = "fp32", **options: Any) -> Backbone:
+    """The backbone of ``modality`` from a model spec (default :data:`DEFAULT_MODELS`).
+    ``precision`` (fp32, bf16, fp16) applies to the neural image backbones; flow ignores it."""
     if modality not in MODALITIES:
         raise PivadError(f"unknown modality {modality!r} (known: {', '.join(MODALITIES)})")
     module = importlib.import_module(f"pivad.extract.backbones.{modality}")
-    return module.build(spec or DEFAULT_MODELS[modality], device=device,
-                        frames=DEFAULT_FRAMES[modality] if frames is None else frames, layer=layer, **options)
+    backbone = module.build(spec or DEFAULT_MODELS[modality], device=device,
+                            frames=DEFAULT_FRAMES[modality] if frames is None else frames, layer=layer, **options)
+    if isinstance(backbone, TorchImageBackbone):
+        backbone.set_precision(precision)
+    return backbone
 
 
 __all__ = ["MODALITIES", "DEFAULT_MODELS", "DEFAULT_FRAMES", "SNIPPET", "Backbone", "build_backbone",

@@ -12,6 +12,7 @@ H/W frame height/width, C channels, P people (pose), d output width.
 from __future__ import annotations
 
 import abc
+import contextlib
 import sys
 from typing import Any
 
@@ -23,6 +24,7 @@ from pivad.errors import PivadError
 SNIPPET = 16  # frames per snippet, the RGB (I3D) rule
 
 _warned_cuda = False
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtypes
 
 
 def sample_frame_indices(n: int, length: int = SNIPPET) -> tuple[int, ...]:
@@ -97,6 +99,19 @@ class TorchImageBackbone(Backbone):
         self.model = model.to(self.device).eval()
         self.frame_indices = sample_frame_indices(frames)
         self.micro_batch = max(1, int(micro_batch))
+        self.precision = "fp32"
+
+    def set_precision(self, precision: str) -> None:
+        """``fp32`` (default), or ``bf16``/``fp16`` autocast (faster on GPUs; features change slightly)."""
+        if precision not in PRECISIONS:
+            raise PivadError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise PivadError("precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+        self.precision = precision
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        dtype = PRECISIONS[self.precision]
+        return contextlib.nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
 
     @abc.abstractmethod
     def preprocess(self, frames: torch.Tensor) -> Any:
@@ -117,6 +132,7 @@ class TorchImageBackbone(Backbone):
         chunks = []
         for start in range(0, n * s, self.micro_batch):
             part = flat[start : start + self.micro_batch].to(self.device)
-            chunks.append(self.frame_features(self.preprocess(part)).float())  # (m, d)
+            with self._autocast():
+                chunks.append(self.frame_features(self.preprocess(part)).float())  # (m, d)
         feats = torch.cat(chunks).reshape(n, s, -1)  # (N, S, d)
         return self.pool_frames(feats).cpu().numpy()  # (N, d)

@@ -17,7 +17,10 @@ averaged over the snippet's pairs. Identical frames (the padded end of a video) 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -29,20 +32,26 @@ from pivad.extract.backbones.weights import describe_weights, seeded
 DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
 
 
+@functools.lru_cache(maxsize=16)
+def _cell_index(h: int, w: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-major grid cell of every pixel ``[h*w]`` and the pixel count of every cell ``[grid*grid]``."""
+    cy = (np.arange(h) * grid) // h  # (h,)
+    cx = (np.arange(w) * grid) // w  # (w,)
+    cell = (cy[:, None] * grid + cx[None, :]).ravel()  # (h*w,)
+    return cell, np.bincount(cell, minlength=grid * grid).astype(np.float64)
+
+
 def flow_descriptor(flow: np.ndarray, grid: int = 4, bins: int = 8) -> np.ndarray:
     """``float [h, w, 2]`` flow (dx, dy) -> ``float32 [grid * grid * bins]`` (see the module docstring)."""
     h, w = flow.shape[:2]
-    dx = flow[..., 0].astype(np.float64)
-    dy = flow[..., 1].astype(np.float64)
+    dx = flow[..., 0].ravel()
+    dy = flow[..., 1].ravel()
     mag = np.hypot(dx, dy)
-    ang = np.mod(np.arctan2(dy, dx), 2 * np.pi)
+    ang = np.arctan2(dy, dx)  # (-pi, pi]
+    ang = np.where(ang < 0, ang + 2 * np.pi, ang)
     b = np.minimum((ang * (bins / (2 * np.pi))).astype(np.int64), bins - 1)
-    cy = (np.arange(h) * grid) // h  # (h,)
-    cx = (np.arange(w) * grid) // w  # (w,)
-    cell = cy[:, None] * grid + cx[None, :]  # (h, w)
-    index = (cell * bins + b).ravel()
-    hist = np.bincount(index, weights=mag.ravel(), minlength=grid * grid * bins)
-    pixels = np.bincount(cell.ravel(), minlength=grid * grid).astype(np.float64)  # (grid*grid,)
+    cell, pixels = _cell_index(h, w, grid)
+    hist = np.bincount(cell * bins + b, weights=mag, minlength=grid * grid * bins)
     return (hist.reshape(grid * grid, bins) / pixels[:, None]).ravel().astype(np.float32)
 
 
@@ -73,9 +82,12 @@ class _FlowBackbone(Backbone):
         n = frames.shape[0]
         a = np.concatenate([frames[:, i] for i, _ in self.pair_pos])  # (pairs*N, H, W, 3), pair-major
         b = np.concatenate([frames[:, j] for _, j in self.pair_pos])
-        flows = self.flows(a, b)  # (pairs*N, h, w, 2)
-        desc = np.stack([flow_descriptor(f, self.grid, self.bins) for f in flows])  # (pairs*N, d)
+        desc = self.descriptors(a, b)  # (pairs*N, d)
         return desc.reshape(len(self.pair_pos), n, self.dim).mean(axis=0)  # (N, d)
+
+    def descriptors(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        """``uint8 [B, H, W, 3]`` x 2 -> ``float32 [B, dim]``."""
+        return np.stack([flow_descriptor(f, self.grid, self.bins) for f in self.flows(prev, nxt)])
 
     def _describe(self, backbone: str, weights: dict[str, Any], layer: str) -> dict[str, Any]:
         return {
@@ -99,17 +111,19 @@ class _FlowBackbone(Backbone):
 class DISFlow(_FlowBackbone):
     """OpenCV DIS optical flow on grey frames (CPU)."""
 
-    def __init__(self, pairs: int = 15, grid: int = 4, bins: int = 8, size: int = 320, preset: str = "medium"):
+    def __init__(self, pairs: int = 15, grid: int = 4, bins: int = 8, size: int = 320, preset: str = "medium",
+                 threads: int | None = None):
         super().__init__(pairs, grid, bins, size)
+        self.threads = max(1, threads or min(8, os.cpu_count() or 1))  # frame pairs computed in parallel
         if preset not in DIS_PRESETS:
             raise PivadError(f"DIS preset must be one of {sorted(DIS_PRESETS)}, got {preset!r}")
         self.preset = preset
 
-    def flows(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+    def pair_flow(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        """Two ``uint8 [H, W, 3]`` frames -> ``float32 [h, w, 2]`` flow at the working size."""
         import cv2
 
-        dis = cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset])
-        hw = working_size(prev.shape[1], prev.shape[2], self.size)
+        hw = working_size(prev.shape[0], prev.shape[1], self.size)
 
         def grey(img: np.ndarray) -> np.ndarray:
             g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
@@ -118,7 +132,20 @@ class DISFlow(_FlowBackbone):
                 g = cv2.resize(g, (hw[1], hw[0]), interpolation=interp)
             return g
 
-        return np.stack([dis.calc(grey(p), grey(q), None) for p, q in zip(prev, nxt)])
+        return cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset]).calc(grey(prev), grey(nxt), None)
+
+    def flows(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        with ThreadPoolExecutor(self.threads) as pool:
+            return np.stack(list(pool.map(self.pair_flow, prev, nxt)))
+
+    def descriptors(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        # pairs are independent: a thread pool (OpenCV and numpy release the GIL); results do not
+        # depend on the number of threads
+        def one(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+            return flow_descriptor(self.pair_flow(p, q), self.grid, self.bins)
+
+        with ThreadPoolExecutor(self.threads) as pool:
+            return np.stack(list(pool.map(one, prev, nxt)))
 
     def describe(self) -> dict[str, Any]:
         import cv2
@@ -161,7 +188,7 @@ class RAFTFlow(_FlowBackbone):
 
 
 def build(spec: str = "dis", *, device: str = "cpu", frames: int = 15, layer: Any = None, micro_batch: int = 16,
-          grid: int = 4, bins: int = 8, size: int = 320) -> _FlowBackbone:
+          grid: int = 4, bins: int = 8, size: int = 320, threads: int | None = None) -> _FlowBackbone:
     """``dis`` / ``dis:<preset>``; ``raft_small`` / ``raft_large`` (torchvision weights) or
     ``raft_small:PATH`` (a local state dict); ``tiny-random`` = untrained raft_small (tests).
     ``frames`` is the number of consecutive frame pairs per snippet (1..15)."""
@@ -169,7 +196,7 @@ def build(spec: str = "dis", *, device: str = "cpu", frames: int = 15, layer: An
         raise PivadError("flow: --flow-layer is not configurable")
     name, _, arg = spec.partition(":")
     if name == "dis":
-        return DISFlow(frames, grid, bins, size, preset=arg or "medium")
+        return DISFlow(frames, grid, bins, size, preset=arg or "medium", threads=threads)
     if name in ("raft_small", "raft_large", "tiny-random"):
         if not torchvision_available():
             raise PivadError(f"flow model {spec!r} needs torchvision, which is not installed (use --flow-model dis)")
