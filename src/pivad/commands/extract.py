@@ -103,6 +103,11 @@ def _run_rgb(args: argparse.Namespace) -> int:
         raise PivadError(f"--resize: {exc}") from None
     options = rgb.RGBOptions(crops=args.crops, weights=args.weights, batch=args.batch, device=args.device,
                              resize=resize, crop_size=args.crop_size)  # fmt: skip
+    if args.device.startswith("cuda"):
+        import torch
+
+        # TF32 convolutions (PyTorch's cuDNN default) would drift from the float32 reference features.
+        torch.backends.cudnn.allow_tf32 = False
     out_dir = Path(args.out)
     jobs = rgb.video_jobs(videos, out_dir, args.crops)
     worker = rgb.RGBExtractor(options)

@@ -48,6 +48,8 @@ class MaxPool3dSame(nn.Module):
         self.kernel, self.stride = tuple(kernel), tuple(stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if all(s == 1 and k % 2 == 1 for k, s in zip(self.kernel, self.stride)):  # symmetric: pool pads with -inf
+            return F.max_pool3d(x, self.kernel, self.stride, padding=tuple(k // 2 for k in self.kernel))
         x = _pad_same(x, self.kernel, self.stride, float("-inf"))
         return F.max_pool3d(x, self.kernel, self.stride)
 
@@ -67,11 +69,14 @@ class Unit3D(nn.Module):
     ):
         super().__init__()
         self.kernel, self.stride, self.activation = tuple(kernel), tuple(stride), activation
-        self.conv3d = nn.Conv3d(in_channels, out_channels, self.kernel, self.stride, padding=0, bias=bias)
+        # Stride 1 and odd kernels: "SAME" is symmetric, so the convolution pads (no padded copy).
+        self.symmetric = all(s == 1 and k % 2 == 1 for k, s in zip(self.kernel, self.stride))
+        padding = tuple(k // 2 for k in self.kernel) if self.symmetric else 0
+        self.conv3d = nn.Conv3d(in_channels, out_channels, self.kernel, self.stride, padding=padding, bias=bias)
         self.bn = nn.BatchNorm3d(out_channels, eps=BN_EPS, momentum=0.01) if batch_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv3d(_pad_same(x, self.kernel, self.stride, 0.0))
+        x = self.conv3d(x if self.symmetric else _pad_same(x, self.kernel, self.stride, 0.0))
         if self.bn is not None:
             x = self.bn(x)
         return F.relu(x) if self.activation else x

