@@ -138,3 +138,26 @@ def test_decoder_matches_golden_frame_means(shared_dir, tmp_path):
         if index == 3:
             break
     np.testing.assert_allclose(np.stack(means), golden, atol=1e-3, rtol=0)
+
+
+def test_snippets_are_streamed(clip):
+    """Decoding stays one snippet ahead at most: after the first snippet, 16 frames were decoded."""
+    seen = []
+    snippets = iter_snippets(clip, transform=lambda f: seen.append(1) or f)
+    next(snippets)
+    assert len(seen) == 16
+    next(snippets)
+    assert len(seen) == 32
+
+
+def test_opencv_fallback_gives_the_same_frames(clip, clip_frames, monkeypatch, tmp_path):
+    pytest.importorskip("cv2")
+    import pivad.video.decode as decode
+
+    monkeypatch.setattr(decode, "_backend", lambda: "cv2")
+    assert probe(clip) == decode.VideoInfo(clip, pytest.approx(30000 / 1001), 40, 176, 144)
+    np.testing.assert_array_equal(np.stack(list(iter_frames(clip))), clip_frames)
+    junk = tmp_path / "junk.avi"
+    junk.write_bytes(b"RIFF" + b"\x00" * 100)
+    with pytest.raises(VideoError, match="junk.avi: cannot open as a video"):
+        list(iter_frames(junk))
