@@ -32,7 +32,7 @@ def _save(fig: Any, path: str | Path) -> Path:
 
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, dpi=100)
     _plt().close(fig)
     return path
 
@@ -41,7 +41,7 @@ def _grid(n: int, width: float = 4.2, height: float = 2.3):
     plt = _plt()
     cols = min(3, max(1, n))
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained")
     for ax in axes.flat[n:]:
         ax.axis("off")
     return fig, list(axes.flat[:n])
@@ -131,7 +131,7 @@ def plot_classwise(student: dict[str, float], path: str | Path, *, teacher: dict
     classes = sorted(set(student) | set(teacher or {}))
     x = np.arange(len(classes))
     width = 0.4 if teacher else 0.7
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(classes) + 1.5), 3.2))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(classes) + 1.5), 3.2), layout="constrained")
     if teacher:
         ax.bar(x - width / 2, [100 * teacher.get(c, np.nan) for c in classes], width, color="0.6",
                label=teacher_label)
@@ -153,7 +153,7 @@ def plot_classwise(student: dict[str, float], path: str | Path, *, teacher: dict
 def plot_training(records: Sequence[dict], path: str | Path, title: str = "") -> Path:
     """Training loss per phase (left) and the selection score (right) against the global step."""
     plt = _plt()
-    fig, (ax_loss, ax_sel) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, (ax_loss, ax_sel) = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
     for phase in dict.fromkeys(r["phase"] for r in records):
         rows = [r for r in records if r["phase"] == phase and isinstance(r.get("loss"), (int, float))]
         if rows:

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from pivad.engine.ddp import init_distributed, shutdown
     from pivad.engine.report import evaluate_run
     from pivad.engine.runs import resolve_run_dir
-    from pivad.engine.trainer import train
+    from pivad.engine.trainer import plan_phases, train
     from pivad.errors import ConfigError
 
     if args.resume:
@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(run_dir / "config.yaml")
     else:
         cfg = config_from_args(args)
+        plan_phases(cfg)  # refuse a bad train.* before creating a run folder
         run_dir = _shared_run_dir(cfg, args.run_dir)
     info = init_distributed(cfg.train.device)
     if info.is_main:
