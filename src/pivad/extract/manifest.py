@@ -9,6 +9,7 @@ change keeps the replaced entry under ``replaced`` so the history stays visible.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 from pathlib import Path
@@ -61,6 +62,23 @@ def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "?"
 
 
+@contextlib.contextmanager
+def _locked(root: Path):
+    """An exclusive lock on ``root/.manifest.lock`` (two runs starting together must not lose an entry)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".manifest.lock", "a") as fh:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def reconcile(root: Path, entries: dict[str, dict[str, Any]], force: bool = False) -> set[str]:
     """Check the requested ``entries`` against ``root``'s manifest and write the merged manifest.
 
@@ -69,6 +87,11 @@ def reconcile(root: Path, entries: dict[str, dict[str, Any]], force: bool = Fals
     or when ``root/<modality>/`` already holds features that no manifest entry describes.
     """
     root = Path(root)
+    with _locked(root):
+        return _reconcile(root, entries, force)
+
+
+def _reconcile(root: Path, entries: dict[str, dict[str, Any]], force: bool) -> set[str]:
     data = read_manifest(root)
     known = data["modalities"]
     changed: set[str] = set()

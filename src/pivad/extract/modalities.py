@@ -263,6 +263,10 @@ def run(args: argparse.Namespace) -> int:
     executor = make_executor(args)
     if executor is not None:
         worker._backbones = None  # remote workers build their own; free this process's copies
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     summary = run_jobs(video_jobs(videos, root, names), worker, executor=executor,
                        overwrite=args.overwrite or bool(redo), progress=not args.no_progress, desc="extract modalities")
     print(summary.text(), file=sys.stderr)
