@@ -188,7 +188,9 @@ def test_build_model():
         build_model("rtfm", cfg)
 
 
-UCF_WIDTHS = {"pose": 384, "depth": 384, "panoptic": 256, "flow": 256, "text": 512}
+# the extraction backbones' default widths: ViTPose-B 768 + 17 x (x, y, conf), Depth Anything V2 Small,
+# SAM ViT-B neck, 4 x 4 x 8 flow-direction histogram, CLIP ViT-B/16 projection
+UCF_WIDTHS = {"pose": 819, "depth": 384, "panoptic": 256, "flow": 128, "text": 512}
 
 
 def _pi_params(D, L, widths, K, r):
@@ -213,3 +215,12 @@ def test_default_size_is_near_paper_table5():
                                for D in (h, 2 * h))
     assert view == expected
     assert abs(view / 82.81e6 - 1) < 0.10
+
+
+def test_default_macs_are_near_paper_table5():
+    from pivad.models.size import size_report
+
+    cfg = Config()
+    cfg.data.modalities = [ModalityConfig(n, d) for n, d in UCF_WIDTHS.items()]
+    total = size_report(cfg).pivad_total  # meta device: shapes only
+    assert abs(total.macs / 19.88e9 - 1) < 0.10

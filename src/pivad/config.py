@@ -78,10 +78,10 @@ class URDMUConfig:
 @dataclass
 class InductorConfig:
     position: str = "both"  # where PI modules sit in the student: early | late | both | none
-    latent_dim: int = 512  # PMG latent width L (defaults sized to paper Table 5: docs/inductor.md)
-    cmi_depth: int = 4  # transformer blocks in the CMI fusion stack
+    latent_dim: int = 384  # PMG latent width L (defaults sized to paper Table 5: docs/inductor.md)
+    cmi_depth: int = 6  # transformer blocks in the CMI fusion stack
     cmi_heads: int = 8  # attention heads in CMI blocks
-    cmi_mlp_ratio: float = 4.0  # feed-forward width / D in CMI blocks
+    cmi_mlp_ratio: float = 2.0  # feed-forward width / D in CMI blocks
     cmi_dropout: float = 0.1  # dropout in CMI blocks
     tau: float = 0.1  # InfoNCE temperature
     infonce_form: str = "paper"  # paper: positive left out of the denominator | standard
