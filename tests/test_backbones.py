@@ -153,6 +153,22 @@ def test_pose_keypoints_inside_frame_and_nobody_gives_zeros(tiny, snippets):
     np.testing.assert_allclose(twice.encode(snippets), out, rtol=1e-4, atol=1e-5)
 
 
+def test_pose_with_an_rtdetr_person_detector(snippets):
+    bb = build_backbone("pose", "tiny-random", detector="tiny-random", threshold=0.0, max_people=3)
+    frames = torch.from_numpy(snippets[:, 0]).permute(0, 3, 1, 2).float() / 255  # (3, 3, 40, 56)
+    with torch.inference_mode():
+        boxes = bb.detector(frames)
+    assert [len(b) for b in boxes] == [3, 3, 3]  # threshold 0: the best 3 queries of each frame
+    for b in boxes:
+        assert (b[:, 0] <= b[:, 2]).all() and (b[:, 1] <= b[:, 3]).all()
+        assert (b >= 0).all() and (b[:, [0, 2]] <= 56).all() and (b[:, [1, 3]] <= 40).all()
+    out = bb.encode(snippets)
+    assert out.shape == (3, bb.dim) and np.isfinite(out).all() and np.abs(out).max() > 0
+    assert "RT-DETR person detector" in bb.describe()["person_boxes"]
+    nobody = build_backbone("pose", "tiny-random", detector="tiny-random", threshold=1.0)  # sigmoid never exceeds 1
+    np.testing.assert_array_equal(nobody.encode(snippets), np.zeros((3, bb.dim), np.float32))
+
+
 @pytest.mark.parametrize("modality,cls_name,kwargs", [
     ("text", "CLIPImageProcessorPil", dict(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})),
     ("depth", "DPTImageProcessorPil", dict(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,

@@ -184,6 +184,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         unit = "consecutive frame pairs" if m == "flow" else "frames"
         parser.add_argument(f"--{m}-frames", type=int, default=DEFAULT_FRAMES[m],
                             help=f"{unit} sampled per snippet (default {DEFAULT_FRAMES[m]})")
+    parser.add_argument("--pose-detector", default=None,
+                        help="RT-DETR person detector (e.g. PekingU/rtdetr_r50vd_coco_o365); default none: the whole frame is one box")
+    parser.add_argument("--pose-detector-threshold", type=float, default=0.5, help="person score threshold (default 0.5)")
+    parser.add_argument("--pose-max-people", type=int, default=10, help="people per frame at most (default 10)")
     parser.add_argument("--depth-layer", default=None, help="encoder block (1..L or -k; default last)")
     parser.add_argument("--panoptic-layer", default=None, help="'neck' (default) or a ViT block 1..L")
     parser.add_argument("--text-layer", default=None, help="'embeds' (default: projected embedding) or a block 1..L (CLS)")
@@ -212,6 +216,9 @@ def options_from_args(args: argparse.Namespace) -> ModalityOptions:
                     ("threads", args.flow_threads))
         elif m == "text":
             opts = (("pooling", args.text_pooling),)
+        elif m == "pose" and args.pose_detector:
+            opts = (("detector", args.pose_detector), ("threshold", args.pose_detector_threshold),
+                    ("max_people", args.pose_max_people))
         specs.append(ModalitySpec(m, getattr(args, f"{m}_model"), getattr(args, f"{m}_frames"), layer, opts))
     return ModalityOptions(tuple(specs), device=args.device, precision=args.precision, snippet_batch=args.snippet_batch,
                            max_side=args.max_side, rgb_root=args.rgb_root)

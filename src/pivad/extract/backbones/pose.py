@@ -2,8 +2,10 @@
 
 Person boxes: without a person detector the whole frame is one box (the documented fallback: the box
 is grown to the model's 3:4 input aspect and padded by 1.25, as ViTPose's processor does for any box).
-A detector can be plugged in as a callable ``boxes(frames) -> list of [P_i, 4] tensors`` (pixels,
-x0 y0 x1 y1); a frame with no person then gets the zero vector.
+With ``detector=`` an RT-DETR model spec (``transformers`` RTDetrForObjectDetection, e.g.
+``PekingU/rtdetr_r50vd_coco_o365``) the people it finds are used (score above a threshold, at most
+``max_people`` per frame); any callable ``boxes(frames) -> list of [P_i, 4] tensors`` (pixels,
+x0 y0 x1 y1) works too. A frame with no person gets the zero vector.
 
 Per person, with F the backbone's last feature map ``[C, h, w]`` (what the heatmap head reads) and
 ``H_k`` the 17 keypoint heatmaps:
@@ -19,6 +21,7 @@ sampled frames.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Sequence
 
 import torch
@@ -29,6 +32,7 @@ from pivad.extract.backbones.base import TorchImageBackbone
 from pivad.extract.backbones.weights import describe_weights, is_tiny, load_pretrained, read_preprocessor_config, seeded
 
 DEFAULT_MODEL = "usyd-community/vitpose-base-simple"
+DEFAULT_DETECTOR = "PekingU/rtdetr_r50vd_coco_o365"
 N_KEYPOINTS = 17
 
 BoxFn = Callable[[torch.Tensor], Sequence[torch.Tensor]]
@@ -39,6 +43,73 @@ def whole_frame_boxes(frames: torch.Tensor) -> list[torch.Tensor]:
     h, w = frames.shape[-2:]
     box = torch.tensor([[0.0, 0.0, float(w), float(h)]], device=frames.device)
     return [box] * frames.shape[0]
+
+
+def tiny_detector() -> Any:
+    """A tiny random RT-DETR (labels person/car/dog) for tests."""
+    from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrResNetConfig
+
+    backbone = RTDetrResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1], layer_type="basic",
+                                  out_features=["stage2", "stage3", "stage4"])
+    labels = {0: "person", 1: "car", 2: "dog"}
+    cfg = RTDetrConfig(
+        backbone_config=backbone, d_model=16, encoder_hidden_dim=16, encoder_in_channels=[16, 16, 32],
+        feat_strides=[8, 16, 32], encoder_ffn_dim=32, encoder_attention_heads=2, decoder_ffn_dim=32,
+        decoder_attention_heads=2, decoder_layers=1, encoder_layers=1, num_queries=10, decoder_in_channels=[16, 16, 16],
+        num_feature_levels=3, decoder_n_points=2, num_labels=3, id2label=labels,
+        label2id={v: k for k, v in labels.items()}, anchor_image_size=None,
+    )
+    with seeded():
+        return RTDetrForObjectDetection(cfg)
+
+
+class RTDetrPersons:
+    """Person boxes from an RT-DETR detector: frames resized to ``size`` (bilinear, no normalisation,
+    as RT-DETR's processor), class scores by sigmoid, boxes with a person score above ``threshold``,
+    the ``max_people`` best per frame, clipped to the frame."""
+
+    def __init__(self, model: Any, *, weights: dict[str, Any], device: str = "cpu", threshold: float = 0.5,
+                 max_people: int = 10, size: tuple[int, int] = (640, 640)):
+        from pivad.errors import PivadError
+
+        from pivad.extract.backbones.base import resolve_device
+
+        names = {int(k): str(v).lower() for k, v in model.config.id2label.items()}
+        person = [k for k, v in names.items() if v == "person"]
+        if not person:
+            raise PivadError("pose detector: the model has no 'person' class")
+        self.person, self.weights = person[0], weights
+        self.model = model.to(resolve_device(device)).eval()
+        self.threshold, self.max_people, self.size = float(threshold), int(max_people), tuple(size)
+
+    def __call__(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        H, W = frames.shape[-2:]
+        out = self.model(pixel_values=pp.resize(frames, self.size, "bilinear"))
+        score = out.logits.float().sigmoid()[..., self.person]  # (M, Q)
+        cx, cy, w, h = out.pred_boxes.float().unbind(-1)  # (M, Q) each, fractions of the frame
+        scale = torch.tensor([W, H, W, H], dtype=score.dtype, device=score.device)
+        xyxy = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1).clamp(0, 1) * scale  # (M, Q, 4)
+        boxes = []
+        for s, b in zip(score, xyxy):
+            keep = torch.nonzero(s > self.threshold).flatten()
+            keep = keep[s[keep].argsort(descending=True)[: self.max_people]]
+            boxes.append(b[keep])
+        return boxes
+
+    def describe(self) -> str:
+        return (f"RT-DETR person detector ({json.dumps(self.weights, sort_keys=True)}), score > {self.threshold}, "
+                f"at most {self.max_people} per frame, input {self.size[0]}x{self.size[1]}")
+
+
+def build_detector(spec: str, *, device: str = "cpu", threshold: float = 0.5, max_people: int = 10) -> RTDetrPersons:
+    if is_tiny(spec):
+        return RTDetrPersons(tiny_detector(), weights=describe_weights(spec), device=device, threshold=threshold,
+                             max_people=max_people, size=(64, 64))
+    from transformers import RTDetrForObjectDetection
+
+    model = load_pretrained(RTDetrForObjectDetection, spec, "RT-DETR")
+    return RTDetrPersons(model, weights=describe_weights(spec, model), device=device, threshold=threshold,
+                         max_people=max_people)
 
 
 def tiny_model() -> Any:
@@ -140,13 +211,18 @@ class VitPoseFeatures(TorchImageBackbone):
 
 
 def build(spec: str = DEFAULT_MODEL, *, device: str = "cpu", frames: int = 2, layer: Any = None,
-          micro_batch: int = 32, detector: BoxFn | None = None, detector_name: str = "") -> VitPoseFeatures:
+          micro_batch: int = 32, detector: BoxFn | str | None = None, detector_name: str = "",
+          threshold: float = 0.5, max_people: int = 10) -> VitPoseFeatures:
     """Pose features from a model spec (``tiny-random``, a local directory, or a hub name).
-    ``layer`` is not configurable for pose (the head's input is used); it is accepted and must be None."""
+    ``detector``: None (whole frame), an RT-DETR model spec, or a callable. ``layer`` is not
+    configurable for pose (the heatmap head's input is used) and must be None."""
     if layer is not None:
         from pivad.errors import PivadError
 
         raise PivadError("pose: --pose-layer is not configurable (features come from the heatmap head's input)")
+    if isinstance(detector, str):
+        found = build_detector(detector, device=device, threshold=threshold, max_people=max_people)
+        detector, detector_name = found, found.describe()
     if is_tiny(spec):
         return VitPoseFeatures(tiny_model(), weights=describe_weights(spec), device=device, frames=frames,
                                detector=detector, detector_name=detector_name, micro_batch=micro_batch)
