@@ -1,0 +1,1 @@
+"""Detection with a trained model: offline per video, streaming, intervals, pictures (``pivad detect``)."""
