@@ -101,6 +101,11 @@ def _run_rgb(args: argparse.Namespace) -> int:
         resize = Resize.parse(args.resize, interp=args.interp)
     except ValueError as exc:
         raise PivadError(f"--resize: {exc}") from None
+    if resize.interp == "lanczos":
+        try:
+            import PIL  # noqa: F401
+        except ImportError:
+            raise PivadError("--interp lanczos needs Pillow: pip install 'pivad[extract]' (or use --interp bilinear)") from None
     options = rgb.RGBOptions(crops=args.crops, weights=args.weights, batch=args.batch, device=args.device,
                              resize=resize, crop_size=args.crop_size)  # fmt: skip
     if args.device.startswith("cuda"):
