@@ -108,7 +108,7 @@ def test_ten_crops_bad_videos_and_list_input(clip, tmp_path, capsys):
     video_list.write_text("# three videos\nvideos/notes.mp4\nvideos/carphone_40.mp4\n\nvideos/cut.mp4\n")
     out = tmp_path / "feats"
     code = main(["extract", "rgb", "--list", str(video_list), "--out", str(out), "--crops", "10",
-                 "--resize", "128x96", "--crop-size", "64", "--batch", "30", *FAST[:2], "--no-progress"])  # fmt: skip
+                 "--resize", "64x48", "--crop-size", "32", "--batch", "30", *FAST[:2], "--no-progress"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 1
     assert "3 videos: 1 done, 0 skipped (outputs already present), 2 failed" in err
