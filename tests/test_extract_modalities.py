@@ -46,6 +46,7 @@ def test_all_modalities_one_decode_pass_T_matches_rgb(clip, tmp_path, monkeypatc
     manifest = json.loads((out / "manifest.json").read_text())
     assert list(manifest["modalities"]) == list(MODALITIES)
     assert manifest["modalities"]["depth"]["precision"] == "fp32"
+    assert manifest["modalities"]["flow"]["decode_max_side"] is None
     for m in MODALITIES:
         arr = np.load(out / m / "carphone_40.npy")
         entry = manifest["modalities"][m]
@@ -136,6 +137,8 @@ def test_manifest_refuses_to_mix_settings_unless_forced(clip, tmp_path, capsys):
     assert after.shape == before.shape and not np.allclose(after, before)
     entry = json.loads((out / "manifest.json").read_text())["modalities"]["depth"]
     assert entry["frames_per_snippet"] == 1 and entry["replaced"][0]["frames_per_snippet"] == 2
+    assert extract(str(clip), "--out", str(out), "--modalities", "depth", "--depth-frames", "1", "--max-side", "100") == 2
+    assert "decode_max_side: null -> 100" in capsys.readouterr().err
     # features of unknown origin in the folder: refuse as well
     stray = tmp_path / "other"
     (stray / "flow").mkdir(parents=True)

@@ -116,7 +116,9 @@ class ModalityExtractor:
         """Features ``{modality: float32 [T, d]}`` of one video, decoded once."""
         from pivad.video.decode import iter_snippets, probe
 
-        names = list(modalities or self.backbones)
+        names = list(self.backbones) if modalities is None else list(modalities)
+        if not names:
+            raise ValueError("extract: no modalities to compute")
         backbones = {m: self.backbones[m] for m in names}
         total = probe(path).n_snippets
         transform = _MaxSide(self.options.max_side) if self.options.max_side else None
@@ -135,6 +137,8 @@ class ModalityExtractor:
     def __call__(self, job: Any, report: Any) -> dict[str, Any]:
         todo = [m for m in self.backbones
                 if self.overwrite or m in self.redo or not self.output(m, job.name).is_file()]
+        if not todo:  # finished meanwhile (e.g. by another run)
+            return {"snippets": None, "modalities": []}
         feats = self.extract(job.source, todo, report)
         T = next(iter(feats.values())).shape[0]
         if self.options.rgb_root:
@@ -262,7 +266,8 @@ def run(args: argparse.Namespace) -> int:
     names = [s.name for s in options.specs]
     worker = ModalityExtractor(options, root, overwrite=args.overwrite)
     # build the backbones here once: a bad model spec fails before any video, and the manifest needs them
-    entries = {m: manifest.make_entry(describe(bb)) for m, bb in worker.backbones.items()}
+    entries = {m: manifest.make_entry({**describe(bb), "decode_max_side": options.max_side})
+               for m, bb in worker.backbones.items()}
     redo = manifest.reconcile(root, entries, force=args.force)
     if redo:
         print(f"pivad: --force: recomputing {', '.join(sorted(redo))} with the requested settings", file=sys.stderr)
