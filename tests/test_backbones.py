@@ -189,6 +189,38 @@ def test_preprocessing_matches_the_models_pil_processors(tiny, modality, cls_nam
     assert (ours - ref).abs().mean() < 0.01 and (ours - ref).abs().max() < 0.05
 
 
+@pytest.mark.parametrize("modality,proc", [
+    ("depth", {"size": {"height": 42, "width": 42}, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}),
+    ("panoptic", {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}),
+    ("text", {"size": {"shortest_edge": 40}, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}),
+])
+def test_local_weights_folder_loads_offline_with_its_preprocessor_config(tiny, snippets, tmp_path, modality, proc):
+    """A saved model folder (as downloaded from the hub) loads without network; the manifest gets the
+    sha256 of its weight file and preprocessing follows its preprocessor_config.json."""
+    import hashlib
+    import json
+
+    tiny_module = __import__(f"pivad.extract.backbones.{modality}", fromlist=["tiny_model"])
+    tiny_module.tiny_model().save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(proc))
+    bb = build_backbone(modality, str(tmp_path))
+    assert bb.mean == (0.5, 0.5, 0.5) and bb.std == (0.25, 0.25, 0.25)
+    weights = bb.describe()["weights"]
+    assert weights["source"] == "local" and weights["path"] == str(tmp_path.resolve())
+    digest = hashlib.sha256((tmp_path / "model.safetensors").read_bytes()).hexdigest()
+    assert weights["sha256"] == {"model.safetensors": digest}
+    if modality == "depth":
+        assert bb.size == 42
+    if modality == "text":
+        assert (bb.size, bb.crop) == (40, 32)
+    # the weights were loaded, not re-initialised: with the tiny model's preprocessing, the same features
+    ref = tiny[modality]
+    bb.mean, bb.std = ref.mean, ref.std
+    if modality in ("depth", "text"):
+        bb.size = ref.size
+    np.testing.assert_allclose(bb.encode(snippets), ref.encode(snippets), rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------- ViFi-CLIP checkpoint mapping
 
 
