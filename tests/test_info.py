@@ -45,7 +45,14 @@ def test_macs_match_a_hand_count():
     student = rows["student UR-DMU"].macs
     assert 0 < student < rep.pivad_total.macs
     assert rep.pivad_total.macs == student + rows["early PI"].macs + rows["late PI"].macs
-    assert rep.urdmu.macs > 0 and rep.training_only[0].params == rep.urdmu.params  # the teacher, apart
+    assert rep.training_only[0].params == rep.urdmu.params  # the teacher, apart from the inference path
+    # UR-DMU's official layer list at T=10 (input 16, H 8, 1 layer of 2 heads x 4, MLP 8, 4+4 slots, head 8):
+    # embed 3·16·8·10 = 3840; qkvt 10·8·32 = 2560; QKᵀ+AV 2·100·8 = 1600; A2·t 100·8 = 800;
+    # to_out 10·16·8 = 1280; MLP 2·10·8·8 = 1280; memories 2·10·8·8 = 1280; encoder_mu 2·10·64 = 1280;
+    # head 10·(16·8 + 8) = 1360
+    assert rep.urdmu.macs == student == 15280
+    assert rep.training_only[0].macs == 15280 - 1360  # features(): no head
+    assert rep.urdmu_executed_macs > 0  # what this implementation runs (reported beside)
 
 
 def test_info_verb_prints_the_table(tmp_path, capsys):
