@@ -169,3 +169,35 @@ def test_modalities_dispatches_lazily(monkeypatch, capsys):
     assert main(["extract", "modalities", "--videos", "a.mp4"]) == 2
     assert "'extract modalities' is not available in this build" in capsys.readouterr().err
     assert main(["extract"]) == 2  # no sub-verb: usage, exit 2
+
+
+def test_prefetch_keeps_order_and_reraises():
+    from pivad.errors import VideoError
+    from pivad.extract.rgb import prefetch
+
+    assert list(prefetch(iter(range(50)), 2)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise VideoError("x.mp4: decoding failed")
+
+    got = []
+    with pytest.raises(VideoError, match="x.mp4: decoding failed"):
+        for item in prefetch(broken(), 2):
+            got.append(item)
+    assert got == [1]
+    closed = []
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.append(True)
+
+    stream = prefetch(endless(), 3)
+    assert [next(stream) for _ in range(4)] == [0, 1, 2, 3]
+    stream.close()  # consumer stops early: the producer stops and closes its source
+    assert closed == [True]

@@ -8,9 +8,11 @@ For each video: decode (streamed), resize every frame (:class:`~pivad.video.crop
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, TypeVar
 
 import numpy as np
 
@@ -20,6 +22,7 @@ from pivad.io import atomic_save_npy, atomic_write_text
 from pivad.video.crops import CROP, Resize, take_crops, to_model_input
 from pivad.video.decode import SNIPPET, iter_snippets, probe
 
+T = TypeVar("T")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 
 
@@ -32,6 +35,53 @@ class RGBOptions:
     resize: Resize = Resize()  # the field's 340x256 Lanczos
     crop_size: int = CROP  # 224 for real features; smaller only for tests/debugging (features then differ)
     snippet: int = SNIPPET
+    prefetch: int = 2  # snippet groups decoded ahead in a background thread (0: decode inline)
+
+
+def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
+    """``items`` produced in a background thread, at most ``depth`` ahead; exceptions re-raised here.
+
+    Decoding (FFmpeg) and resizing (PIL/OpenCV) release the GIL, so they overlap the model."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    break
+            else:
+                put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put(("error", exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="pivad-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = buffer.get()
+            if kind == "item":
+                yield value
+            elif kind == "end":
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def crop_output_paths(out_dir: Path, name: str, crops: int) -> tuple[Path, ...]:
@@ -123,20 +173,28 @@ class RGBExtractor:
         return self._model
 
     def extract(self, path: str | Path, report: Report | None = None) -> np.ndarray:
-        """Features ``[C,T,1024]`` float32 of one video (C crops, T = ceil(frames/16) snippets)."""
+        """Features ``[C,T,1024]`` float32 of one video (C crops, T = ceil(frames/16) snippets).
+
+        Decoding and resizing run in a background thread, ``prefetch`` snippet groups ahead of I3D."""
         import torch
 
         opt = self.options
         total = probe(path).n_snippets
         group = max(1, opt.batch // opt.crops)  # snippets decoded per step
+        snippet_groups = iter_snippets(path, opt.snippet, batch=group, transform=opt.resize)
+        if opt.prefetch > 0:
+            snippet_groups = prefetch(snippet_groups, opt.prefetch)
         feats: list[np.ndarray] = []
         done = 0
-        for _, snippets in iter_snippets(path, opt.snippet, batch=group, transform=opt.resize):
+        for _, snippets in snippet_groups:
             clips = take_crops(snippets, opt.crops, opt.crop_size)  # (n, C, 16, s, s, 3) uint8
-            x = to_model_input(clips)  # (n*C, 3, 16, s, s) in [-1, 1]
+            clips = clips.reshape(-1, *clips.shape[2:])  # (n*C, 16, s, s, 3)
             with torch.inference_mode():
-                out = torch.cat([self.model(chunk.to(opt.device)).float().cpu() for chunk in x.split(opt.batch)])
-            feats.append(out.numpy().reshape(len(snippets), opt.crops, -1))  # (n, C, 1024)
+                out = [
+                    self.model(to_model_input(clips[i : i + opt.batch], opt.device)).float().cpu()  # (b, 1024)
+                    for i in range(0, len(clips), opt.batch)
+                ]
+            feats.append(torch.cat(out).numpy().reshape(len(snippets), opt.crops, -1))  # (n, C, 1024)
             done += len(snippets)
             if report is not None:
                 report(done, max(total, done))

@@ -99,11 +99,15 @@ def take_crops(snippets: np.ndarray, n_crops: int, size: int = CROP) -> np.ndarr
     return np.ascontiguousarray(np.stack(out, axis=1))  # (N, K, T, size, size, 3)
 
 
-def to_model_input(clips: np.ndarray):
-    """``uint8 [..., T, H, W, 3] -> float32 torch [prod(...), 3, T, H, W]`` in [-1, 1] (``x/127.5 - 1``)."""
+def to_model_input(clips: np.ndarray, device=None):
+    """``uint8 [..., T, H, W, 3] -> float32 torch [prod(...), 3, T, H, W]`` in [-1, 1] (``x/127.5 - 1``).
+
+    With ``device``, the uint8 values are moved first (4x less to copy) and scaled there."""
     import torch
 
     flat = clips.reshape(-1, *clips.shape[-4:])  # (M, T, H, W, 3)
-    x = torch.from_numpy(np.ascontiguousarray(flat)).permute(0, 4, 1, 2, 3)  # (M, 3, T, H, W) uint8
+    x = torch.from_numpy(np.ascontiguousarray(flat))
+    if device is not None:
+        x = x.to(device)
+    x = x.permute(0, 4, 1, 2, 3)  # (M, 3, T, H, W) uint8
     return x.float().div_(127.5).sub_(1.0).contiguous()
-
