@@ -101,6 +101,25 @@ def test_train_output_and_aux_terms():
     assert set(out.aux) == {"pmg", "early/pmg"}
 
 
+def test_distill_and_pmg_terms_are_wired_to_the_right_features():
+    """Recompute the early PI's terms by hand (no dropout): teacher's early feature, real modalities."""
+    import torch.nn.functional as F
+
+    ind = InductorConfig(position="early", latent_dim=8, cmi_depth=1, cmi_heads=2, cmi_dropout=0.0)
+    model = PIVAD(tiny_model_cfg(), ind, LossConfig(), MODS)
+    teacher = URDMU(tiny_model_cfg())
+    model.set_teacher(teacher)
+    x, mods, _ = batch()
+    out = model.train()(x, modalities=mods, phase="first")
+    with torch.no_grad():
+        f = model.student.embed_features(x)
+        res = model.inductors["early"](f)
+        want_distill = F.mse_loss(res.out, teacher.eval().features(x)["early"])
+        want_pmg = sum(F.mse_loss(res.pseudo[m.name], mods[m.name]) for m in MODS)
+    assert torch.allclose(out.aux["distill"], want_distill, atol=1e-6)
+    assert torch.allclose(out.aux["pmg"], want_pmg, atol=1e-6)
+
+
 def test_inference_view_matches_the_full_model_and_reloads_from_a_state_dict():
     torch.manual_seed(0)
     model = tiny_pivad("both")

@@ -197,7 +197,10 @@ class PIVAD(nn.Module):
             if not bool(self.has_teacher):
                 raise RuntimeError("π-VAD needs a teacher for L_distill: call set_teacher(urdmu) first")
             with torch.no_grad():
-                teach = self.teacher.features(x)  # {"early": (B, T, H), "late": (B, T, 2H)}
+                if "late" in self.inductors:
+                    teach = self.teacher.features(x)  # {"early": (B, T, H), "late": (B, T, 2H)}
+                else:  # an early PI only needs the teacher's embedding
+                    teach = {"early": self.teacher.embed_features(x)}  # (B, T, H)
 
         aux: dict[str, torch.Tensor] = {}
         hooks = {pos: self._train_hook(pos, pi, modalities, teach, aux) for pos, pi in self.inductors.items()}
