@@ -118,8 +118,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _train_and_evaluate(cfg: Config, run_dir: Path, progress: bool) -> dict:
-    """Train (or continue) one run and evaluate it; returns metrics.json's content."""
-    from pivad.engine.report import evaluate_run
+    """Train (or continue) one run and evaluate its selected checkpoint; returns metrics.json's content."""
+    from pivad.engine.report import evaluate_checkpoints
     from pivad.engine.trainer import train
 
     metrics = run_dir / "metrics.json"
@@ -128,7 +128,8 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, progress: bool) -> dict:
     result = train(cfg, run_dir, resume=(run_dir / "last.pt").is_file(), progress=progress)
     if result.interrupted:
         raise KeyboardInterrupt
-    return evaluate_run(run_dir, progress=progress, plots=False, print_table=False)
+    return evaluate_checkpoints({"best": run_dir / "best.pt"}, run_dir, progress=progress, plots=False,
+                                print_table=False)
 
 
 def run_ablation(cfg: Config, *, grid: str | None = None, specs: list[str] | None = None,

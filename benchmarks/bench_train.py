@@ -1,0 +1,130 @@
+"""Training and evaluation cost of UR-DMU and π-VAD, against the official UR-DMU figures.
+
+- train: one optimiser step on a UR-DMU-sized batch, 64 normal + 64 abnormal crops x 200 snippets
+  x 1024 (π-VAD: step 2, L_second, with the five modalities at configs/ucf_crime.yaml's widths);
+  reported as seconds per step and snippets per second.
+- eval: one pass over a test set shaped like UCF-Crime's (290 videos, 10 crops, ΣT = 69,364 snippets
+  per crop, longest video 6,749 snippets), random features generated in memory, each video scored whole
+  (crops batched, torch.inference_mode) -- the code path of ``pivad evaluate``.
+
+Reference (docs reference.md, official UR-DMU on 2 CPU cores, torch 2.13): 6.6-8.8 s per train step,
+about 164 s for the full UCF-Crime test set. Ratios below 1 are faster than the official code.
+Timings on a shared machine are noisy: the ratio is the figure to read, and the report says the load.
+
+    python benchmarks/bench_train.py                       # both models, full test set
+    python benchmarks/bench_train.py --eval-fraction 0.1   # every 10th video, scaled up to 290
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REF_STEP_S = (6.6, 8.8)
+REF_EVAL_S = 164.0
+UCF_SUM_T, UCF_VIDEOS, UCF_MAX_T = 69_364, 290, 6_749
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ucf_crime.yaml"
+
+
+def ucf_like_lengths(seed: int = 0) -> np.ndarray:
+    """290 video lengths (snippets) with ΣT = 69,364 and the longest 6,749, log-normally spread."""
+    rng = np.random.default_rng(seed)
+    t = rng.lognormal(mean=5.0, sigma=0.9, size=UCF_VIDEOS - 1)
+    t = np.maximum(8, np.round(t / t.sum() * (UCF_SUM_T - UCF_MAX_T))).astype(int)
+    t[-1] += (UCF_SUM_T - UCF_MAX_T) - t.sum()
+    return np.concatenate([[UCF_MAX_T], t])
+
+
+def build(kind: str, cfg):
+    from pivad.models.factory import build_model
+
+    model = build_model(kind, cfg)
+    if kind == "pivad":
+        model.set_teacher(build_model("urdmu", cfg))
+    return model
+
+
+def train_step_seconds(kind: str, cfg, steps: int) -> float:
+    from pivad.losses.inductor import pivad_loss
+    from pivad.losses.mil import mil_loss
+
+    model = build(kind, cfg).train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=5e-5)
+    b, n = cfg.data.batch_normal + cfg.data.batch_abnormal, cfg.data.num_segments
+    x = torch.rand(b, n, cfg.data.feature_dim)  # (128, 200, 1024)
+    y = torch.cat([torch.zeros(cfg.data.batch_normal), torch.ones(cfg.data.batch_abnormal)])
+    mods = {m.name: torch.rand(b, n, m.dim) for m in cfg.data.modalities}
+
+    def step() -> None:
+        if kind == "urdmu":
+            loss, _ = mil_loss(model(x), y)
+        else:
+            loss, _ = pivad_loss(model(x, modalities=mods, phase="second"), y, cfg.loss, "second")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up (allocations, lazy inits)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps
+
+
+def eval_seconds(kind: str, cfg, fraction: float, batch_crops: int) -> tuple[float, int]:
+    """Seconds for the scored videos (model time only) and how many videos were scored."""
+    from pivad.engine.evaluate import score_video
+
+    model = build(kind, cfg).eval()
+    infer = model.student_only().eval() if kind == "pivad" else model
+    lengths = ucf_like_lengths()
+    every = max(1, round(1 / fraction))
+    picked = lengths[::every]
+    gen = torch.Generator().manual_seed(0)
+    total = 0.0
+    for t in picked:
+        rgb = torch.rand(10, int(t), cfg.data.feature_dim, generator=gen) * 2  # (C, T, D)
+        t0 = time.perf_counter()
+        score_video(infer, rgb, "cpu", batch_crops)
+        total += time.perf_counter() - t0
+    return total, len(picked)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="urdmu,pivad")
+    ap.add_argument("--steps", type=int, default=2, help="timed train steps (after one warm-up step)")
+    ap.add_argument("--eval-fraction", type=float, default=1.0, help="score every 1/f-th video, scale up")
+    ap.add_argument("--batch-crops", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-eval", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    from pivad.config import load_config
+
+    cfg = load_config(CONFIG)
+    print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores; config {CONFIG.name}")
+    print("| model | train step (s) | snippets/s | vs official 6.6-8.8 s | full UCF test (s) | vs official 164 s |")
+    print("|---|---|---|---|---|---|")
+    for kind in args.models.split(","):
+        s = train_step_seconds(kind, cfg, args.steps)
+        snippets = (cfg.data.batch_normal + cfg.data.batch_abnormal) * cfg.data.num_segments
+        eval_cell = ratio_eval = "-"
+        if not args.skip_eval:
+            e, n = eval_seconds(kind, cfg, args.eval_fraction, args.batch_crops)
+            full = e * UCF_VIDEOS / n if n < UCF_VIDEOS else e
+            eval_cell = f"{full:.1f}" + ("" if n == UCF_VIDEOS else f" (from {n} videos)")
+            ratio_eval = f"{full / REF_EVAL_S:.2f}x"
+        print(f"| {kind} | {s:.2f} | {snippets / s:,.0f} | {s / REF_STEP_S[1]:.2f}-{s / REF_STEP_S[0]:.2f}x | "
+              f"{eval_cell} | {ratio_eval} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
