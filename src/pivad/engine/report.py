@@ -109,10 +109,21 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], out_dir: Path, *, overrid
     }
     if plots and results:
         report["plots"] = _make_plots(results, entries, models, test, out_dir / "plots", cfg0)
-    atomic_write_json(out_dir / "metrics.json", report)
+    atomic_write_json(out_dir / "metrics.json", _json_safe(report))
     if print_table:
         print(render_table(report), file=sys.stdout)
     return report
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf -> None (strict JSON); the metrics' ``notes`` say why a value is undefined."""
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 def row_name(key: str, entry: dict) -> str:
