@@ -155,7 +155,8 @@ def pivad_loss(out, labels: torch.Tensor, loss_cfg: LossConfig, phase: str) -> t
         from pivad.losses.mil import mil_loss
 
         if out.student is None:
-            raise ValueError("pivad_loss: phase 'second' needs the student's outputs (run the model with phase='second')")
+            raise ValueError("pivad_loss: phase 'second' needs the student's outputs (run the model with "
+                             "phase='second')")
         mil, mil_parts = mil_loss(out.student, labels)
         parts["mil"] = float(mil.detach())
         for key, value in mil_parts.items():

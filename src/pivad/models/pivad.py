@@ -191,7 +191,8 @@ class PIVAD(nn.Module):
             _check_modalities(modalities, self.widths, x)
             for name in self.widths:
                 if modalities[name].shape[0] != x.shape[0]:
-                    raise ValueError(f"modality '{name}': batch {modalities[name].shape[0]}, features batch {x.shape[0]}")
+                    got = modalities[name].shape[0]
+                    raise ValueError(f"modality '{name}': batch {got}, features batch {x.shape[0]}")
         teach = None
         if self.loss_cfg.use_distill:
             if not bool(self.has_teacher):
