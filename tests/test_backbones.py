@@ -296,6 +296,28 @@ def test_vifi_clip_checkpoint_maps_onto_transformers_clip(tmp_path, snippets):
     assert bb.describe()["weights"]["sha256"][path.name]
 
 
+class Payload:
+    """An object whose unpickling would run a command (what a malicious checkpoint could hold)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_reader_runs_no_code(tmp_path):
+    marker = tmp_path / "ran"
+    ref = RefVisual()
+    sd = {f"module.image_encoder.{k}": v for k, v in ref.state_dict().items()}
+    path = tmp_path / "evil.pth"
+    torch.save({"model": sd, "config": Payload(str(marker))}, path)
+    bb = build_backbone("text", str(path))
+    assert bb.dim == 16 and not marker.exists()
+
+
 def test_text_checkpoint_without_an_image_tower_is_a_clear_error(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"model": {"module.head.weight": torch.zeros(2, 2)}}, path)

@@ -61,15 +61,29 @@ class _Opaque(dict):
 
 
 class _CheckpointUnpickler(pickle.Unpickler):
-    """Loads tensors and containers; classes from other packages become inert :class:`_Opaque` objects,
-    so a checkpoint's pickled config needs neither its package nor the trust to run its code."""
-
-    SAFE_MODULES = ("torch", "collections", "numpy", "_codecs")
+    """Loads tensors and plain containers only. Every other global (a checkpoint's pickled training
+    config, or anything that would run code) becomes an inert :class:`_Opaque`, so reading a
+    checkpoint needs neither the training code's packages nor trust in the file."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] in self.SAFE_MODULES or (module == "builtins" and name in {"set", "frozenset", "slice", "complex"}):
+        if self._allowed(module, name):
             return super().find_class(module, name)
         return _Opaque
+
+    @staticmethod
+    def _allowed(module: str, name: str) -> bool:
+        if module == "torch":
+            return name.endswith("Storage") or name in {"Size", "device", "float32", "float16", "bfloat16", "float64"}
+        if module == "torch._utils":
+            return name.startswith("_rebuild_")
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            return name in {"_reconstruct", "scalar"}
+        if module == "numpy":
+            return name in {"ndarray", "dtype"}
+        if module == "numpy.dtypes":
+            return name.endswith("DType")
+        return (module, name) in {("collections", "OrderedDict"), ("_codecs", "encode"), ("builtins", "set"),
+                                  ("builtins", "frozenset"), ("builtins", "slice"), ("builtins", "complex")}
 
 
 class _checkpoint_pickle:  # a pickle "module" for torch.load
