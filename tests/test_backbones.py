@@ -169,6 +169,24 @@ def test_pose_with_an_rtdetr_person_detector(snippets):
     np.testing.assert_array_equal(bb.encode(snippets), np.zeros((3, bb.dim), np.float32))
 
 
+def test_person_crop_places_the_box_where_expected():
+    """Hand-computed: a 10x10 box grown to 3:4 (10 x 13.33) and padded 1.25 (12.5 x 16.67 px) around
+    its centre (25, 15). Crop row r samples frame y = 6.667 + (r + 0.5) * 16.667 / 64 and column c
+    samples x = 18.75 + (c + 0.5) * 12.5 / 48 (bilinear between pixel centres); the square is
+    frame rows/columns 10..19 / 20..29."""
+    from pivad.extract.backbones.preprocess import crop_boxes
+
+    frame = torch.zeros(1, 3, 40, 56)
+    frame[:, :, 10:20, 20:30] = 1.0
+    crops, centre, size = crop_boxes(frame, torch.tensor([[20.0, 10.0, 30.0, 20.0]]), torch.tensor([0]), (64, 48))
+    torch.testing.assert_close(centre, torch.tensor([[25.0, 15.0]]))
+    torch.testing.assert_close(size, torch.tensor([[12.5, 12.5 / 0.75]]))
+    c = crops[0, 0]  # (64, 48)
+    assert (c[15:49, 7:41] == 1).all()  # rows 15..48 sample y in 10.70..19.30, columns 7..40 x in 20.70..29.28
+    assert (c[:11] == 0).all() and (c[53:] == 0).all() and (c[:, :3] == 0).all() and (c[:, 45:] == 0).all()
+    torch.testing.assert_close(c[11, 20], torch.tensor(9.6615 - 9.5), atol=1e-3, rtol=0)  # row 11: y = 9.66
+
+
 @pytest.mark.parametrize("modality,cls_name,kwargs", [
     ("text", "CLIPImageProcessorPil", dict(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})),
     ("depth", "DPTImageProcessorPil", dict(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,

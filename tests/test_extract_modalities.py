@@ -30,7 +30,7 @@ def extract(*args: str) -> int:
     return main(["extract", "modalities", *args, *TINY])
 
 
-def test_all_modalities_one_decode_pass_T_matches_rgb(clip, tmp_path, monkeypatch):
+def test_all_modalities_one_decode_pass_T_matches_rgb(clip, tmp_path, monkeypatch, capsys):
     from pivad.video import decode
 
     decodes = []
@@ -38,6 +38,7 @@ def test_all_modalities_one_decode_pass_T_matches_rgb(clip, tmp_path, monkeypatc
     monkeypatch.setattr(decode, "iter_snippets", lambda *a, **k: decodes.append(a[0]) or real_iter(*a, **k))
     out = tmp_path / "store"
     assert extract(str(clip), "--out", str(out), "--snippet-batch", "2") == 0
+    assert "{name: flow, dim: 128}" in capsys.readouterr().err  # the config lines to use the store
     assert decodes == [clip]  # one decode pass feeds all five backbones
     monkeypatch.undo()
 
@@ -116,8 +117,9 @@ def test_corrupt_video_is_reported_and_skipped(clip, tmp_path, capsys):
     videos.mkdir()
     shutil.copy(clip, videos / "good.mp4")
     (videos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)
+    (videos / "videos.txt").write_text("# relative to this list\ngood.mp4\nbroken.mp4\n")
     out = tmp_path / "store"
-    assert extract(str(videos), "--out", str(out), "--modalities", "flow") == 1
+    assert extract("--list", str(videos / "videos.txt"), "--out", str(out), "--modalities", "flow") == 1
     err = capsys.readouterr().err
     assert "broken.mp4" in err and "1 failed" in err and "1 done" in err
     assert (out / "flow" / "good.npy").is_file() and not (out / "flow" / "broken.npy").exists()

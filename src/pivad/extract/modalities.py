@@ -282,5 +282,6 @@ def run(args: argparse.Namespace) -> int:
     summary = run_jobs(video_jobs(videos, root, names), worker, executor=executor,
                        overwrite=args.overwrite or bool(redo), progress=not args.no_progress, desc="extract modalities")
     print(summary.text(), file=sys.stderr)
-    print(f"modality store: {root} ({', '.join(names)})", file=sys.stderr)
+    dims = ", ".join(f"{{name: {m}, dim: {e['dim']}}}" for m, e in entries.items())
+    print(f"modality store: {root}; config: --data.modality_root {root} and data.modalities: [{dims}]", file=sys.stderr)
     return summary.exit_code()
