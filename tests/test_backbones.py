@@ -153,6 +153,20 @@ def test_pose_keypoints_inside_frame_and_nobody_gives_zeros(tiny, snippets):
     np.testing.assert_allclose(twice.encode(snippets), out, rtol=1e-4, atol=1e-5)
 
 
+def test_pose_plus_mixture_of_experts_checkpoints_run(snippets):
+    """ViTPose+ backbones need a dataset index (0 = COCO's expert)."""
+    import transformers as t
+
+    from pivad.extract.backbones.pose import VitPoseFeatures
+
+    backbone = t.VitPoseBackboneConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                       image_size=[64, 48], patch_size=[16, 16], out_indices=[2], num_experts=2,
+                                       part_features=8)
+    bb = VitPoseFeatures(t.VitPoseForPoseEstimation(t.VitPoseConfig(backbone_config=backbone, num_labels=17)))
+    out = bb.encode(snippets)
+    assert out.shape == (3, 32 + 51) and np.isfinite(out).all()
+
+
 def test_pose_with_an_rtdetr_person_detector(snippets):
     bb = build_backbone("pose", "tiny-random", detector="tiny-random", threshold=0.0, max_people=3)
     frames = torch.from_numpy(snippets[:, 0]).permute(0, 3, 1, 2).float() / 255  # (3, 3, 40, 56)

@@ -142,6 +142,7 @@ class VitPoseFeatures(TorchImageBackbone):
         self.detector = detector or whole_frame_boxes
         self.detector_name = detector_name if detector else "none (whole frame as one box)"
         self.padding, self.mean, self.std = float(padding), tuple(mean), tuple(std)
+        self.dataset_index = 0  # ViTPose+ expert: 0 = COCO
         self.weights = weights or {}
 
     def preprocess(self, frames: torch.Tensor) -> dict[str, Any]:
@@ -160,7 +161,10 @@ class VitPoseFeatures(TorchImageBackbone):
         """Person crops ``[P, 3, h, w]`` -> person vectors ``[P, C + 3K]``."""
         P = pixels.shape[0]
         gh, gw = self.grid_hw
-        fmap = self.model.backbone(pixels).feature_maps[-1]  # (P, gh*gw, C)
+        extra = {}
+        if getattr(self.model.config.backbone_config, "num_experts", 1) > 1:  # ViTPose+ (mixture of experts)
+            extra["dataset_index"] = torch.full((P,), self.dataset_index, dtype=torch.long, device=pixels.device)
+        fmap = self.model.backbone(pixels, **extra).feature_maps[-1]  # (P, gh*gw, C)
         fmap = fmap.permute(0, 2, 1).reshape(P, -1, gh, gw).contiguous()  # (P, C, gh, gw)
         heat = self.model.head(fmap)  # (P, K, Hh, Wh)
         hh, hw = heat.shape[-2:]
