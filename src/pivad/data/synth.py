@@ -1,0 +1,363 @@
+"""A small, deterministic, weakly-labelled dataset in the real on-disk layout (the demo's and the tests').
+
+Layout written under ``out``::
+
+    rgb/<Class>/<video>__<c>.npy        [T, D] float32, one file per crop (UR-DMU's per-crop layout)
+    modalities/<mod>/<video>.npy        [T, d_j] float32 (pose, depth, panoptic, flow, text)
+    lists/train.list, lists/test.list   paths relative to ``out``; crops consecutive, abnormal first
+    annotations.txt                     UCF form: Class/Video.mp4 <n_frames> <Class> s1 e1 s2 e2
+    gt.npy                              flat uint8 frame ground truth of test.list (16 frames/snippet)
+    meta.json                           seed, preset, spec, sizes, generator version (written last)
+
+The generative process is in :mod:`pivad.data.synth_signal` and ``docs/synthetic.md``. The dataset
+is written into a temporary sibling folder that is renamed into place when complete, so a folder
+with ``meta.json`` is always a finished dataset; a finished one with the same settings is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pivad.data.synth_signal import (
+    DEFAULT_DISTRACTORS,
+    DEFAULT_EVENT_FRACTION,
+    DEFAULT_SENSITIVITY,
+    MODALITY_NONLINEARITY,
+    SNIPPET,
+    SignalSpec,
+    VideoPlan,
+    build_world,
+    generate_video,
+)
+from pivad.errors import ConfigError, DataError
+from pivad.io import atomic_save_npy, atomic_write_json, atomic_write_text
+
+GENERATOR = "pivad.data.synth"
+GENERATOR_VERSION = 1  # bump whenever the same seed and spec would give different bytes
+TRAIN_NORMAL_FOLDER = "Training_Normal_Videos_Anomaly"
+TEST_NORMAL_FOLDER = "Testing_Normal_Videos_Anomaly"
+MIN_SNIPPETS = 8
+
+
+@dataclass
+class DatasetSpec:
+    """Sizes of a synthetic dataset; ``signal`` holds the generative process's knobs."""
+
+    n_train_abnormal: int = 80
+    n_train_normal: int = 80
+    n_test_abnormal: int = 25
+    n_test_normal: int = 25
+    t_min: int = 32  # snippets per video, drawn uniformly in [t_min, t_max]
+    t_max: int = 160
+    num_crops: int = 2
+    signal: SignalSpec = field(default_factory=SignalSpec)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # README demo: teacher + π-VAD train in minutes on 2 cores (about 160 MB on disk)
+    "demo": {},
+    # fast tests: a handful of short videos, small modality widths
+    "tiny": {
+        "n_train_abnormal": 5,
+        "n_train_normal": 5,
+        "n_test_abnormal": 3,
+        "n_test_normal": 3,
+        "t_min": 16,
+        "t_max": 40,
+        "modality_dims": {"pose": 8, "depth": 12, "panoptic": 16, "flow": 8, "text": 16},
+    },
+}
+
+DESCRIPTION = (
+    "Per snippet: latent scene (per video), normal activity (Markov chain), nuisance (camera/lighting "
+    "AR(1), per-video gain) and events; abnormal videos have 1-2 contiguous events of their class, and "
+    "any video may have 'distractor' events (normal look-alikes, one per class). RGB = pooled ReLU of a "
+    "random linear mix of the latents plus noise; the anomaly is weak there (mostly its distractor's "
+    "direction, small amplitude, nuisance leaking into the event subspace). Modalities = noisy "
+    "nonlinear read-outs of the same latents without the lighting nuisance, where each class appears "
+    "strongly in the modalities sensitive to it (see 'sensitivity'). Crops perturb the same content."
+)
+
+
+# ------------------------------------------------------------------------------------------------ spec
+
+
+def make_spec(preset: str = "demo", **overrides: Any) -> DatasetSpec:
+    """The spec of a preset with keyword overrides (dataset sizes or :class:`SignalSpec` fields)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown synthetic preset '{preset}' (known: {', '.join(PRESETS)})")
+    values = {**PRESETS[preset], **overrides}
+    top = {f.name for f in dataclasses.fields(DatasetSpec)} - {"signal"}
+    sig = {f.name for f in dataclasses.fields(SignalSpec)}
+    unknown = sorted(set(values) - top - sig)
+    if unknown:
+        raise ConfigError(f"unknown synthetic dataset option(s): {', '.join(unknown)}")
+    signal = SignalSpec(**{k: v for k, v in values.items() if k in sig})
+    spec = DatasetSpec(**{k: v for k, v in values.items() if k in top}, signal=signal)
+    _check_spec(spec)
+    return spec
+
+
+def _check_spec(spec: DatasetSpec) -> None:
+    if spec.t_min < MIN_SNIPPETS or spec.t_max < spec.t_min:
+        raise ConfigError(f"synthetic dataset: need {MIN_SNIPPETS} <= t_min <= t_max, got {spec.t_min}, {spec.t_max}")
+    counts = (spec.n_train_abnormal, spec.n_train_normal, spec.n_test_abnormal, spec.n_test_normal)
+    if min(counts) < 1 or spec.num_crops < 1:
+        raise ConfigError("synthetic dataset: every split needs at least one normal and one abnormal video")
+    unknown = [c for c in spec.signal.classes if c not in DEFAULT_EVENT_FRACTION]
+    if unknown:
+        raise ConfigError(f"synthetic dataset: no event model for class(es) {', '.join(unknown)}")
+    if any(d < 1 for d in spec.signal.modality_dims.values()) or spec.signal.feature_dim < 1:
+        raise ConfigError("synthetic dataset: feature and modality widths must be positive")
+
+
+# ------------------------------------------------------------------------------------------------ plan
+
+
+def _place_events(rng: np.random.Generator, n_frames: int, lengths: list[int]) -> list[tuple[int, int]]:
+    """Non-overlapping events, one per equal share of the video, frames s..e inclusive."""
+    share = n_frames // len(lengths)
+    events = []
+    for i, length in enumerate(lengths):
+        length = min(length, share - SNIPPET)
+        lo = i * share
+        start = lo + int(rng.integers(0, share - length + 1))
+        events.append((start, start + length - 1))
+    return events
+
+
+def _class_counts(n: int, classes: list[str]) -> list[int]:
+    return [n // len(classes) + (1 if i < n % len(classes) else 0) for i in range(len(classes))]
+
+
+def dataset_plan(spec: DatasetSpec, seed: int) -> list[VideoPlan]:
+    """Every video of the dataset (train then test, each abnormal-first, classes in order)."""
+    rng = np.random.default_rng([seed, 2])
+    classes = spec.signal.classes
+    preferred = build_world(spec.signal, seed).preferred_scene
+    plans: list[VideoPlan] = []
+    numbers = {c: 0 for c in classes}
+    normal_number = 0
+    for split, n_abn, n_nor in (
+        ("train", spec.n_train_abnormal, spec.n_train_normal),
+        ("test", spec.n_test_abnormal, spec.n_test_normal),
+    ):
+        entries = [(c, 1) for c, k in zip(classes, _class_counts(n_abn, classes)) for _ in range(k)]
+        entries += [("Normal", 0)] * n_nor
+        for cls, label in entries:
+            n = int(rng.integers(spec.t_min, spec.t_max + 1))
+            n_frames = n * SNIPPET
+            if label:
+                numbers[cls] += 1
+                name = f"{cls}{numbers[cls]:03d}_x264"
+                c = classes.index(cls)
+                biased = rng.random() < spec.signal.scene_bias
+                scene = int(preferred[c]) if biased else int(rng.integers(spec.signal.n_scenes))
+                k = 2 if rng.random() < spec.signal.two_event_prob else 1
+                lo, hi = DEFAULT_EVENT_FRACTION[cls]
+                scale = 0.6 if k == 2 else 1.0
+                lengths = [max(2 * SNIPPET, int(rng.uniform(lo, hi) * scale * n_frames)) for _ in range(k)]
+                events = _place_events(rng, n_frames, lengths)
+            else:
+                normal_number += 1
+                name = f"Normal_Videos_{normal_number:03d}_x264"
+                scene = int(rng.integers(spec.signal.n_scenes))
+                events = []
+            distractors = []
+            if rng.random() < spec.signal.distractor_prob:
+                for _ in range(1 + int(rng.random() < 0.3)):
+                    kind = int(rng.integers(len(classes)))
+                    length = max(2 * SNIPPET, int(rng.uniform(0.06, 0.3) * n_frames))
+                    length = min(length, n_frames - SNIPPET)
+                    start = int(rng.integers(0, n_frames - length + 1))
+                    distractors.append((kind, start, start + length - 1))
+            plans.append(VideoPlan(len(plans), name, split, cls, label, n, scene, events, distractors))
+    return plans
+
+
+# ---------------------------------------------------------------------------------------------- layout
+
+
+def class_folder(plan: VideoPlan) -> str:
+    if plan.label:
+        return plan.cls
+    return TRAIN_NORMAL_FOLDER if plan.split == "train" else TEST_NORMAL_FOLDER
+
+
+def crop_path(plan: VideoPlan, crop: int) -> str:
+    return f"rgb/{class_folder(plan)}/{plan.name}__{crop}.npy"
+
+
+def frame_gt(plan: VideoPlan) -> np.ndarray:
+    """uint8 [16 T]: frames s..e inclusive of each event are 1."""
+    gt = np.zeros(plan.n_snippets * SNIPPET, dtype=np.uint8)
+    for s, e in plan.events:
+        gt[s : e + 1] = 1
+    return gt
+
+
+def annotation_line(plan: VideoPlan) -> str:
+    bounds = [b for ev in plan.events for b in ev] + [-1, -1, -1, -1]
+    cls = plan.cls if plan.label else "Normal"
+    s1, e1, s2, e2 = bounds[:4]
+    return f"{class_folder(plan)}/{plan.name}.mp4 {plan.n_snippets * SNIPPET} {cls} {s1} {e1} {s2} {e2}"
+
+
+def _fingerprint(spec: DatasetSpec, seed: int, preset: str) -> dict[str, Any]:
+    return {
+        "generator": GENERATOR,
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "preset": preset,
+        "spec": dataclasses.asdict(spec),
+    }
+
+
+def _meta(spec: DatasetSpec, seed: int, preset: str, plans: list[VideoPlan]) -> dict[str, Any]:
+    sig = spec.signal
+    test = [p for p in plans if p.split == "test"]
+    abn_share = [sum(e - s + 1 for s, e in p.events) / (p.n_snippets * SNIPPET) for p in plans if p.label]
+    return {
+        **_fingerprint(spec, seed, preset),
+        "feature_dim": sig.feature_dim,
+        "num_crops": spec.num_crops,
+        "snippet_frames": SNIPPET,
+        "modalities": [{"name": k, "dim": v} for k, v in sig.modality_dims.items()],
+        "classes": list(sig.classes),
+        "distractors": dict(zip(sig.classes, DEFAULT_DISTRACTORS)),
+        "sensitivity": {k: dict(zip(sig.classes, v)) for k, v in DEFAULT_SENSITIVITY.items() if k in sig.modality_dims},
+        "modality_nonlinearity": {k: MODALITY_NONLINEARITY.get(k, "tanh") for k in sig.modality_dims},
+        "sizes": {
+            split: {
+                "abnormal": sum(1 for p in plans if p.split == split and p.label),
+                "normal": sum(1 for p in plans if p.split == split and not p.label),
+                "snippets": sum(p.n_snippets for p in plans if p.split == split),
+            }
+            for split in ("train", "test")
+        },
+        "test_frames": sum(p.n_snippets * SNIPPET for p in test),
+        "test_abnormal_frames": int(sum(frame_gt(p).sum() for p in test)),
+        "abnormal_share_mean": round(float(np.mean(abn_share)), 4),
+        "gt_rule": "16 frames per snippet, T from the feature files; frames s..e inclusive are abnormal",
+        "label_rule": "ucf",
+        "description": DESCRIPTION,
+    }
+
+
+def _write_all(tmp: Path, spec: DatasetSpec, seed: int, preset: str, plans: list[VideoPlan]) -> None:
+    from tqdm import tqdm
+
+    world = build_world(spec.signal, seed)
+    lists: dict[str, list[str]] = {"train": [], "test": []}
+    for plan in tqdm(plans, desc="synthetic videos", unit="video", file=sys.stderr, disable=None):
+        rgb, mods = generate_video(spec.signal, world, plan, seed, spec.num_crops)
+        for c in range(spec.num_crops):
+            rel = crop_path(plan, c)
+            atomic_save_npy(tmp / rel, rgb[c])
+            lists[plan.split].append(rel)
+        for name, arr in mods.items():
+            atomic_save_npy(tmp / "modalities" / name / f"{plan.name}.npy", arr)
+    test = [p for p in plans if p.split == "test"]
+    for split, lines in lists.items():
+        atomic_write_text(tmp / "lists" / f"{split}.list", "\n".join(lines) + "\n")
+    atomic_write_text(tmp / "annotations.txt", "\n".join(annotation_line(p) for p in test) + "\n")
+    atomic_save_npy(tmp / "gt.npy", np.concatenate([frame_gt(p) for p in test]))
+    atomic_write_json(tmp / "meta.json", _meta(spec, seed, preset, plans))  # last: marks it finished
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def synthesize(
+    out_dir: str | Path, *, seed: int = 0, preset: str = "demo", force: bool = False, **overrides: Any
+) -> tuple[Path, bool]:
+    """Write (or reuse) a synthetic dataset; returns ``(out_dir, created)``."""
+    spec = make_spec(preset, **overrides)
+    out = Path(out_dir)
+    want = _fingerprint(spec, seed, preset)
+    meta_path = out / "meta.json"
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    if out.is_dir():
+        meta = _read_meta(meta_path) if meta_path.exists() else None
+        if meta is None:
+            if any(out.iterdir()):
+                raise DataError(
+                    f"{out}: exists and is not a finished synthetic dataset (no readable meta.json); "
+                    "remove it or choose another --out"
+                )
+        elif meta.get("generator") != GENERATOR:
+            raise DataError(f"{meta_path}: not written by {GENERATOR}; remove the folder or choose another --out")
+        elif not force:
+            if {k: meta.get(k) for k in want} == want:
+                return out, False
+            raise DataError(
+                f"{out}: holds a synthetic dataset with other settings (seed {meta.get('seed')}, preset "
+                f"{meta.get('preset')}, version {meta.get('version')}); pass --force to replace it"
+            )
+    plans = dataset_plan(spec, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=out.parent))
+    try:
+        _write_all(tmp, spec, seed, preset, plans)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "data")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out, True
+
+
+def write_synthetic_dataset(
+    out_dir: str | Path, *, seed: int = 0, preset: str = "demo", force: bool = False, **overrides: Any
+) -> Path:
+    """Write the synthetic dataset ``preset`` under ``out_dir`` (reused when already finished).
+
+    ``overrides`` change :class:`DatasetSpec` sizes or :class:`SignalSpec` fields (e.g.
+    ``feature_dim=64`` for fast tests). Same seed and settings give byte-identical files.
+    """
+    return synthesize(out_dir, seed=seed, preset=preset, force=force, **overrides)[0]
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``pivad data synth``."""
+    parser.add_argument("--out", required=True, help="folder to write the dataset into")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed: same bytes)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo", help="dataset size")
+    parser.add_argument("--force", action="store_true", help="replace a finished dataset with other settings")
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    out, created = synthesize(args.out, seed=args.seed, preset=args.preset, force=args.force)
+    meta = _read_meta(out / "meta.json") or {}
+    sizes = meta.get("sizes", {})
+    counts = ", ".join(
+        f"{split} {s.get('abnormal', 0)}+{s.get('normal', 0)} videos" for split, s in sizes.items()
+    )
+    state = "written" if created else "already there (reused; --force with other settings replaces it)"
+    print(f"synthetic dataset '{args.preset}' (seed {args.seed}) {state}: {out} ({counts})")
+    return 0
