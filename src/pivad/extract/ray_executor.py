@@ -23,10 +23,13 @@ from pivad.extract.runner import JobResult, VideoJob, Worker, execute_job
 class _Actor:
     """Holds one worker; ``run(job)`` processes one video in the actor's process."""
 
-    def __init__(self, worker: Worker, threads: int):
+    def __init__(self, worker: Worker, threads: int, numerics: dict[str, bool]):
         import torch
 
         torch.set_num_threads(threads)  # the actor's CPU share (Ray's default would be 1 thread)
+        # the caller's numeric settings (e.g. no TF32 convolutions), so GPU results match a local run
+        torch.backends.cudnn.allow_tf32 = numerics["cudnn_tf32"]
+        torch.backends.cuda.matmul.allow_tf32 = numerics["matmul_tf32"]
         self.worker = worker
 
     def run(self, job: VideoJob) -> JobResult:
@@ -87,8 +90,12 @@ class RayExecutor:
             return
         ray = self._ray()
         actor_cls = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus)(_Actor)
+        import torch
+
+        numerics = {"cudnn_tf32": bool(torch.backends.cudnn.allow_tf32),
+                    "matmul_tf32": bool(torch.backends.cuda.matmul.allow_tf32)}
         worker_ref = ray.put(worker)
-        actors = [actor_cls.remote(worker_ref, self.threads) for _ in range(self._pool_size(ray, len(jobs)))]
+        actors = [actor_cls.remote(worker_ref, self.threads, numerics) for _ in range(self._pool_size(ray, len(jobs)))]
         pending: dict[Any, tuple[Any, VideoJob]] = {}
         queue = list(jobs)
 
@@ -108,7 +115,7 @@ class RayExecutor:
                 except Exception as exc:  # noqa: BLE001 - an actor that died fails its video only
                     message = " ".join(str(exc).split())[:200]
                     result = JobResult(job, "failed", f"{job.source}: Ray worker failed ({type(exc).__name__}: {message})")
-                    actor = actor_cls.remote(worker_ref, self.threads)  # replace a possibly dead actor
+                    actor = actor_cls.remote(worker_ref, self.threads, numerics)  # replace a possibly dead actor
                     actors.append(actor)
                 on_result(result)
                 if queue:
