@@ -44,7 +44,7 @@ def demo_config(config: str | None, overrides: list[str], data_dir: Path, out: P
         "test_list": str(data_dir / "lists" / "test.list"),
         "annotation": str(data_dir / "annotations.txt"),
         "annotation_format": "ucf",
-        "gt": "",
+        "gt": str(data_dir / "gt.npy") if (data_dir / "gt.npy").is_file() else "",
         "modality_root": str(data_dir / "modalities"),
         "modalities": meta["modalities"],
         "num_crops": int(meta["num_crops"]),
