@@ -12,7 +12,7 @@ import torch
 
 from pivad.cli import main
 from pivad.detect.pipeline import EncoderOptions, TorchScorer, detect_video
-from pivad.detect.stream import GrowingFile, StreamScorer, open_source, run_stream
+from pivad.detect.stream import GrowingFile, StreamScorer, open_source, run_stream, stream_features
 from pivad.errors import PivadError, VideoError
 from pivad.video.crops import Resize
 from pivad.video.decode import iter_frames
@@ -67,6 +67,10 @@ def test_stream_matches_offline_semantics(setup):
         assert s.score == pytest.approx(float(_model_scores(scorer, feats[:, : s.snippet + 1])[s.snippet]), abs=1e-6)
     assert emitted[-1].score == pytest.approx(float(offline.snippet_scores[-1]), abs=1e-6)
     assert emitted[0].time_s == 0 and emitted[1].time_s == pytest.approx(16 / 30)
+    # the feature-level replay (used to measure streamed vs offline on long videos) gives the same scores
+    replayed, final = stream_features(feats, scorer, window=8, lag=0)
+    np.testing.assert_array_equal(replayed, [s.score for s in emitted])
+    np.testing.assert_array_equal(final, streamer.final_scores)
     # lag 1: snippet s is emitted once s+1 completes and sees it
     _, lagged = _stream(scorer, encoder, window=8, lag=1)
     assert [s.emitted_after for s in lagged] == [2, 3, 3]
@@ -149,3 +153,25 @@ def test_stream_cli_prints_one_line_per_snippet_and_appends_csv(setup, tmp_path,
         open_source(str(tmp_path / "missing.ts"))
     assert main(["detect", "--stream", str(tmp_path / "missing.ts"), "--ckpt", str(ckpt), *FAST]) == 2
     assert "missing.ts: no such file" in capsys.readouterr().err
+
+
+def test_url_source_reads_over_http():
+    """An http:// source goes through PyAV/FFmpeg's network input (a local server here)."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # no request log on stderr
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(CLIP.parent)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        source = open_source(f"http://127.0.0.1:{server.server_address[1]}/{CLIP.name}")
+        frames = list(source.frames)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(frames) == 40 and source.fps == pytest.approx(30000 / 1001)
+    np.testing.assert_array_equal(frames[7], list(iter_frames(CLIP))[7])

@@ -71,6 +71,7 @@ class EncoderOptions:
     batch: int = 20  # clips (snippet x crop) per I3D forward pass
     resize: Resize = Resize()  # the field's 340x256 Lanczos
     crop_size: int = CROP  # 224 for real features; smaller only for tests/debugging
+    threads: int = 0  # onnxruntime intra-op threads (0: its default)
 
     def describe(self) -> dict[str, Any]:
         resize = f"{self.resize.size[0]}x{self.resize.size[1]}" if self.resize.size else f"short:{self.resize.short}"
@@ -108,7 +109,7 @@ class SnippetEncoder:
             raise PivadError(f"--batch {options.batch}: must be >= 1")
         self.options = options
         if options.onnx:
-            self._onnx = OnnxI3D(options.onnx)
+            self._onnx = OnnxI3D(options.onnx, options.threads)
             if self._onnx.crop_size not in (None, options.crop_size):
                 raise PivadError(f"{options.onnx}: I3D exported for {self._onnx.crop_size}px crops, "
                                  f"--crop-size is {options.crop_size}")  # fmt: skip
@@ -266,6 +267,8 @@ def encode_video(
         return resize(frame)
 
     group = max(1, encoder.options.batch // encoder.options.crops)  # snippets decoded per I3D step
+    if max_frames is not None:
+        group = min(group, -(-max_frames // SNIPPET))  # decode no further than needed
     snippets = iter_snippets(path, SNIPPET, batch=group, transform=transform)
     if max_frames is not None:
         snippets = _limit_frames(snippets, max_frames, counted)

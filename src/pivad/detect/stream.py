@@ -191,6 +191,61 @@ class StreamScore:
     emitted_after: int  # snippets complete when it was emitted (snippet + 1 + lag, fewer at the end)
 
 
+class SnippetWindow:
+    """The window/lag logic on snippet features: push ``[C,1024]`` per completed snippet, get scores."""
+
+    def __init__(self, scorer: Callable[[np.ndarray], np.ndarray], threshold: float, fps: float,
+                 window: int = DEFAULT_WINDOW, lag: int = 0):  # fmt: skip
+        if window < 1:
+            raise PivadError(f"--window {window}: must be >= 1")
+        if not 0 <= lag < window:
+            raise PivadError(f"--lag {lag}: must be in 0..window-1 ({window - 1})")
+        self.scorer, self.threshold = scorer, float(threshold)
+        self.fps = fps if fps > 0 else 30.0
+        self.window, self.lag = window, lag
+        self.timer = StageTimer()
+        self._feats: deque[np.ndarray] = deque(maxlen=window)  # each (C, 1024)
+        self.n_snippets = 0  # completed snippets
+        self.n_emitted = 0
+        self.final_scores: np.ndarray | None = None  # window scores at the end of the stream
+        self._last_scores: np.ndarray | None = None
+
+    def push(self, feats: np.ndarray) -> list[StreamScore]:
+        """Add one snippet's features ``[C,1024]``; returns the scores that became available (0 or 1)."""
+        self._feats.append(np.asarray(feats, dtype=np.float32))
+        self.n_snippets += 1
+        with self.timer.stage("model"):
+            window = np.stack(self._feats, axis=1)  # (C, W', 1024)
+            self._last_scores = np.asarray(self.scorer(window), dtype=np.float32)  # (W',)
+        target = self.n_snippets - 1 - self.lag
+        return self._emit_upto(target) if target >= 0 else []
+
+    def finish(self) -> list[StreamScore]:
+        """End of stream: emit every snippet not emitted yet, from the last window."""
+        if self.n_snippets == 0:
+            return []
+        self.final_scores = self._last_scores
+        return self._emit_upto(self.n_snippets - 1)
+
+    def _emit_upto(self, last: int) -> list[StreamScore]:
+        out = []
+        first_in_window = self.n_snippets - len(self._feats)
+        for s in range(self.n_emitted, last + 1):
+            score = float(self._last_scores[s - first_in_window])
+            out.append(StreamScore(s, s * SNIPPET / self.fps, score, score >= self.threshold, self.n_snippets))
+        self.n_emitted = last + 1
+        return out
+
+
+def stream_features(feats: np.ndarray, scorer: Callable[[np.ndarray], np.ndarray], window: int, lag: int = 0,
+                    threshold: float = 0.5, fps: float = 30.0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Replay a whole video's features ``[C,T,1024]`` through :class:`SnippetWindow`:
+    ``(emitted scores [T], final window scores [min(T, window)])``."""
+    win = SnippetWindow(scorer, threshold, fps, window, lag)
+    emitted = [s for t in range(feats.shape[1]) for s in win.push(feats[:, t])] + win.finish()
+    return np.array([s.score for s in emitted], dtype=np.float32), win.final_scores
+
+
 class StreamScorer:
     """Push frames, get snippet scores (see the module docstring for the window and lag semantics)."""
 
@@ -203,22 +258,17 @@ class StreamScorer:
         window: int = DEFAULT_WINDOW,
         lag: int = 0,
     ):
-        if window < 1:
-            raise PivadError(f"--window {window}: must be >= 1")
-        if not 0 <= lag < window:
-            raise PivadError(f"--lag {lag}: must be in 0..window-1 ({window - 1})")
-        self.encoder, self.scorer, self.threshold = encoder, scorer, float(threshold)
-        self.fps = fps if fps > 0 else 30.0
-        self.window, self.lag = window, lag
-        self.timer = StageTimer()
-        self._feats: deque[np.ndarray] = deque(maxlen=window)  # each (C, 1024)
+        self.encoder = encoder
+        self.window = SnippetWindow(scorer, threshold, fps, window, lag)
+        self.timer = self.window.timer  # decode, i3d and model seconds
+        self.fps = self.window.fps
         self._frames: np.ndarray | None = None  # (16, h, w, 3) resized frames of the open snippet
         self._filled = 0
         self.n_frames = 0
-        self.n_snippets = 0  # completed snippets
-        self.n_emitted = 0
-        self.final_scores: np.ndarray | None = None  # window scores at the end of the stream
-        self._last_scores: np.ndarray | None = None
+
+    @property
+    def final_scores(self) -> np.ndarray | None:
+        return self.window.final_scores
 
     def push(self, frame: np.ndarray) -> list[StreamScore]:
         """Add one RGB frame; returns the scores that became available (zero or one)."""
@@ -231,40 +281,21 @@ class StreamScorer:
         self._frames[self._filled] = frame
         self._filled += 1
         self.n_frames += 1
-        if self._filled < SNIPPET:
-            return []
-        self._complete_snippet()
-        target = self.n_snippets - 1 - self.lag
-        return self._emit_upto(target) if target >= 0 else []
+        return self._complete_snippet() if self._filled == SNIPPET else []
 
     def finish(self) -> list[StreamScore]:
         """End of stream: pad and score the open snippet, emit everything not emitted yet."""
+        out = []
         if self._filled:
             self._frames[self._filled :] = self._frames[self._filled - 1]  # repeat the last frame
-            self._complete_snippet()
-        if self.n_snippets == 0:
-            return []
-        self.final_scores = self._last_scores
-        return self._emit_upto(self.n_snippets - 1)
+            out = self._complete_snippet()
+        return out + self.window.finish()
 
-    def _complete_snippet(self) -> None:
+    def _complete_snippet(self) -> list[StreamScore]:
         with self.timer.stage("i3d"):
             feats = self.encoder(self._frames[None])[0]  # (C, 1024)
-        self._feats.append(feats)
         self._filled = 0
-        self.n_snippets += 1
-        with self.timer.stage("model"):
-            window = np.stack(self._feats, axis=1)  # (C, W', 1024)
-            self._last_scores = np.asarray(self.scorer(window), dtype=np.float32)  # (W',)
-
-    def _emit_upto(self, last: int) -> list[StreamScore]:
-        out = []
-        first_in_window = self.n_snippets - len(self._feats)
-        for s in range(self.n_emitted, last + 1):
-            score = float(self._last_scores[s - first_in_window])
-            out.append(StreamScore(s, s * SNIPPET / self.fps, score, score >= self.threshold, self.n_snippets))
-        self.n_emitted = last + 1
-        return out
+        return self.window.push(feats)
 
 
 def run_stream(
