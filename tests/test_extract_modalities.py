@@ -81,6 +81,29 @@ def test_dis_flow_on_a_real_clip(clip):
     np.testing.assert_allclose(flow[2], expected, rtol=1e-5, atol=1e-7)
 
 
+def test_prefetch_keeps_order_and_raises_where_the_item_would():
+    from pivad.errors import VideoError
+
+    assert list(mod.prefetch(iter(range(7)), depth=2)) == list(range(7))
+
+    def broken():
+        yield 1
+        raise VideoError("x.mp4: corrupt packet")
+
+    got = []
+    with pytest.raises(VideoError, match="corrupt packet"):
+        for item in mod.prefetch(broken()):
+            got.append(item)
+    assert got == [1]
+    # a consumer that stops early does not leave the producer blocked
+    import threading
+
+    it = mod.prefetch(iter(range(100)), depth=1)
+    assert next(it) == 0
+    it.close()
+    assert not any(t.name == "pivad-decode" for t in threading.enumerate())
+
+
 def test_resume_after_an_interrupted_run(clip, tmp_path, monkeypatch):
     videos = tmp_path / "videos"
     videos.mkdir()

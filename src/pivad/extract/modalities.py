@@ -11,10 +11,12 @@ the videos over a Ray cluster (:mod:`pivad.extract.ray_executor`).
 from __future__ import annotations
 
 import argparse
+import queue
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, TypeVar
 
 import numpy as np
 
@@ -90,6 +92,42 @@ def rgb_snippet_count(rgb_root: Path, name: str) -> int | None:
     return None
 
 
+_T = TypeVar("_T")
+_END = object()
+
+
+def prefetch(items: Iterator[_T], depth: int = 2) -> Iterator[_T]:
+    """Iterate ``items`` in a background thread, ``depth`` items ahead, so decoding the next batch of
+    snippets overlaps with the backbones working on this one. Exceptions come out where the item would."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def fill() -> None:
+        try:
+            for item in items:
+                slots.put(item)
+                if stop.is_set():
+                    return
+            slots.put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            slots.put(exc)
+
+    thread = threading.Thread(target=fill, name="pivad-decode", daemon=True)
+    thread.start()
+    try:
+        while (item := slots.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
 @dataclass
 class ModalityExtractor:
     """The per-video worker (picklable: backbones are built on first use in each process)."""
@@ -124,7 +162,8 @@ class ModalityExtractor:
         transform = _MaxSide(self.options.max_side) if self.options.max_side else None
         parts: dict[str, list[np.ndarray]] = {m: [] for m in names}
         done = 0
-        for _, snippets in iter_snippets(path, SNIPPET, batch=self.options.snippet_batch, transform=transform):
+        batches = iter_snippets(path, SNIPPET, batch=self.options.snippet_batch, transform=transform)
+        for _, snippets in prefetch(batches):
             for m, bb in backbones.items():  # the same decoded batch feeds every backbone
                 parts[m].append(bb.encode(snippets))  # (n, d)
             done += len(snippets)
