@@ -80,3 +80,37 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, data_dir):
 
     with pytest.raises(CheckpointError, match="nothing to resume"):
         train(tiny_config(data_dir), tmp_path / "empty", resume=True, progress=False)
+
+
+def test_sigterm_checkpoints_and_resume_matches(tmp_path, data_dir):
+    """A real signal: `pivad train` in a subprocess gets SIGTERM mid-run, checkpoints, exits 130;
+    `--resume` then ends with the weights of an uninterrupted run."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pivad.config import save_config
+
+    cfg = tiny_config(data_dir, train={"teacher_steps": 40, "warmup_steps": 2, "steps": 4, "eval_every": 20})
+    save_config(cfg, tmp_path / "cfg.yaml")
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "pivad.cli", "train", "-c", str(tmp_path / "cfg.yaml"),
+                             "--run-dir", str(run_dir), "--no-eval", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = run_dir / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and any(json.loads(line)["global_step"] >= 2 for line in log.read_text().splitlines()):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    stopped = load_checkpoint(run_dir / "last.pt")["global_step"]
+    assert 2 <= stopped < 46 and "pivad train --resume" in err
+
+    train(cfg, run_dir, resume=True, progress=False)
+    train(cfg, tmp_path / "straight", progress=False)
+    _assert_same(_weights(tmp_path / "straight" / "last.pt"), _weights(run_dir / "last.pt"))
