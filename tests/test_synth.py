@@ -154,16 +154,17 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     assert sum(da[k] != dc.get(k) for k in da) > len(da) // 2
 
 
-def test_reuse_force_and_foreign_folders(tmp_path: Path) -> None:
+def test_reuse_force_and_foreign_folders(tmp_path: Path, capsys) -> None:
     out = tmp_path / "d"
     assert synthesize(out, seed=1, preset="tiny", **SMALL) == (out, True)
     stamp = (out / "meta.json").stat().st_mtime_ns
     assert synthesize(out, seed=1, preset="tiny", **SMALL) == (out, False)  # cached
     assert (out / "meta.json").stat().st_mtime_ns == stamp
-    with pytest.raises(DataError, match="other settings"):
-        synthesize(out, seed=2, preset="tiny", **SMALL)
-    assert synthesize(out, seed=2, preset="tiny", force=True, **SMALL) == (out, True)
+    assert synthesize(out, seed=1, preset="tiny", force=True, **SMALL) == (out, True)  # rewritten
+    assert (out / "meta.json").stat().st_mtime_ns != stamp
+    assert synthesize(out, seed=2, preset="tiny", **SMALL) == (out, True)  # a stale cache is replaced
     assert json.loads((out / "meta.json").read_text())["seed"] == 2
+    assert "other settings" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # nothing left beside it
     foreign = tmp_path / "mine"
     foreign.mkdir()
@@ -219,6 +220,9 @@ def test_run_synth_and_cli(tmp_path: Path, capsys) -> None:
     from pivad.cli import main
 
     assert main(["data", "synth", "--out", str(tmp_path / "s"), "--preset", "tiny", "--seed", "4"]) == 0
-    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--preset", "tiny", "--seed", "9"]) == 2
+    capsys.readouterr()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert main(["data", "synth", "--out", str(tmp_path / "mine"), "--preset", "tiny"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("pivad: error: ") and "--force" in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("pivad: error: ") and "no readable meta.json" in err and len(err.strip().splitlines()) == 1

@@ -44,7 +44,7 @@ from pivad.errors import ConfigError, DataError
 from pivad.io import atomic_save_npy, atomic_write_json, atomic_write_text
 
 GENERATOR = "pivad.data.synth"
-GENERATOR_VERSION = 1  # bump whenever the same seed and spec would give different bytes
+GENERATOR_VERSION = 2  # bump whenever the same seed and spec would give different bytes
 TRAIN_NORMAL_FOLDER = "Training_Normal_Videos_Anomaly"
 TEST_NORMAL_FOLDER = "Testing_Normal_Videos_Anomaly"
 MIN_SNIPPETS = 8
@@ -286,7 +286,11 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
 def synthesize(
     out_dir: str | Path, *, seed: int = 0, preset: str = "demo", force: bool = False, **overrides: Any
 ) -> tuple[Path, bool]:
-    """Write (or reuse) a synthetic dataset; returns ``(out_dir, created)``."""
+    """Write (or reuse) a synthetic dataset; returns ``(out_dir, created)``.
+
+    A finished dataset with the same settings is reused (``force`` rewrites it); one written by this
+    generator with other settings is replaced; any other non-empty folder is refused.
+    """
     spec = make_spec(preset, **overrides)
     out = Path(out_dir)
     want = _fingerprint(spec, seed, preset)
@@ -303,12 +307,13 @@ def synthesize(
                 )
         elif meta.get("generator") != GENERATOR:
             raise DataError(f"{meta_path}: not written by {GENERATOR}; remove the folder or choose another --out")
-        elif not force:
-            if {k: meta.get(k) for k in want} == want:
-                return out, False
-            raise DataError(
-                f"{out}: holds a synthetic dataset with other settings (seed {meta.get('seed')}, preset "
-                f"{meta.get('preset')}, version {meta.get('version')}); pass --force to replace it"
+        elif {k: meta.get(k) for k in want} == want and not force:
+            return out, False
+        elif not force:  # our own output made with other settings: a stale cache, replaced
+            print(
+                f"pivad: {out} holds a synthetic dataset with other settings (seed {meta.get('seed')}, "
+                f"preset {meta.get('preset')}, version {meta.get('version')}); replacing it",
+                file=sys.stderr,
             )
     plans = dataset_plan(spec, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -348,7 +353,7 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder to write the dataset into")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed: same bytes)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo", help="dataset size")
-    parser.add_argument("--force", action="store_true", help="replace a finished dataset with other settings")
+    parser.add_argument("--force", action="store_true", help="rewrite the dataset even if a finished one is there")
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -358,6 +363,6 @@ def run_synth(args: argparse.Namespace) -> int:
     counts = ", ".join(
         f"{split} {s.get('abnormal', 0)}+{s.get('normal', 0)} videos" for split, s in sizes.items()
     )
-    state = "written" if created else "already there (reused; --force with other settings replaces it)"
+    state = "written" if created else "already there (reused; --force rewrites it)"
     print(f"synthetic dataset '{args.preset}' (seed {args.seed}) {state}: {out} ({counts})")
     return 0

@@ -85,9 +85,9 @@ class SignalSpec:
     rgb_activity: float = 0.6
     rgb_nuisance: float = 0.5
     rgb_nuisance_leak: float = 0.35  # nuisance leaking into the event subspace
-    rgb_event: float = 0.35  # anomalous event amplitude
+    rgb_event: float = 0.65  # anomalous event amplitude
     rgb_distractor: float = 0.35  # distractor event amplitude
-    rgb_rho: float = 0.75  # share of an anomaly's RGB direction taken from its distractor
+    rgb_rho: float = 0.6  # share of an anomaly's RGB direction taken from its distractor
     rgb_noise_smooth: float = 0.35  # temporally correlated content noise (shared by crops)
     rgb_noise_cell: float = 0.6  # i.i.d. noise per crop, cell, snippet, dim
     rgb_crop_offset: float = 0.1  # per-video, per-crop fixed offset
