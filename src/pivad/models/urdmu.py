@@ -60,8 +60,37 @@ def time_topk(T: int) -> int:
     return T // 16 + 1
 
 
+class FoldCache:
+    """Weights derived from parameters (folded products, re-laid-out splits), rebuilt when one changes.
+
+    Kept between calls only when no gradient can reach the parameters (grad mode off, or parameters
+    frozen); otherwise built on each call so autograd flows through the fold to the parameters.
+    """
+
+    def __init__(self) -> None:
+        self._store: dict[str, tuple[tuple, object]] = {}
+
+    def get(self, key: str, params: tuple[torch.Tensor, ...], build: Callable[[], object]) -> object:
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return build()
+        stamp = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params)
+        hit = self._store.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable outside inference mode
+            value = build()
+        self._store[key] = (stamp, value)
+        return value
+
+
 class Attention(nn.Module):
-    """Softmax self-attention beside the fixed distance branch; outputs are concatenated per head."""
+    """Softmax self-attention beside the fixed distance branch; per head the two outputs are concatenated
+    and projected by ``to_out``.
+
+    Computed as ``softmax(q kᵀ/√d) v W_aᵀ + A2 (x W_foldᵀ) + b``: ``to_out``'s weight is split into its
+    softmax-branch and distance-branch columns, and the latter is folded into ``t``'s projection
+    (``W_fold = W_out,t · W_t``), which is exact because ``A2`` mixes time and the projections mix channels.
+    """
 
     def __init__(self, dim: int, heads: int, dim_head: int, dropout: float) -> None:
         super().__init__()
@@ -70,21 +99,31 @@ class Attention(nn.Module):
         self.to_qkv = nn.Linear(dim, 4 * inner, bias=False)  # q, k, v, t
         self.to_out = nn.Linear(2 * inner, dim)  # input per head: [softmax branch, distance branch]
         self.distance_impl = "auto"  # auto | dense | banded (dense exports with a dynamic T)
+        self._folds = FoldCache()
+
+    def _weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        def build() -> tuple[torch.Tensor, torch.Tensor]:
+            h, d = self.heads, self.dim_head
+            inner = h * d
+            w_qkvt = self.to_qkv.weight  # (4 inner, dim): q, k, v, t
+            w_out = self.to_out.weight.view(-1, h, 2, d)  # (dim, h, 2, d): per head [softmax, distance] columns
+            w_att = w_out[:, :, 0].reshape(-1, inner)  # (dim, inner)
+            w_fold = w_out[:, :, 1].reshape(-1, inner) @ w_qkvt[3 * inner :]  # (dim, dim)
+            return torch.cat([w_qkvt[: 3 * inner], w_fold]), w_att  # (3 inner + dim, dim), (dim, inner)
+
+        return self._folds.get("attn", (self.to_qkv.weight, self.to_out.weight), build)
 
     def forward(self, x: torch.Tensor, drop: bool) -> torch.Tensor:
         B, T, _ = x.shape
         h, d = self.heads, self.dim_head
-        qkvt = self.to_qkv(x).view(B, T, 4, h, d)  # (B, T, 4, h, d)
-        q, k, v = (qkvt[:, :, i].transpose(1, 2) for i in range(3))  # (B, h, T, d)
-        att = F.scaled_dot_product_attention(q, k, v)  # (B, h, T, d), scale d^-0.5 as official
-        att = att.transpose(1, 2).reshape(B, T, h * d)  # (B, T, h*d)
-        # the distance kernel is the same for every head: apply it once to all heads' t
-        t = qkvt[:, :, 3].reshape(B, T, h * d)  # (B, T, h*d)
-        dist = apply_distance_kernel(t, self.distance_impl)  # (B, T, h*d)
-        # official: cat per head [att_h, dist_h] -> (B, T, h*2d) -> to_out; here the weight is split instead
-        w = self.to_out.weight.view(-1, h, 2, d)  # (dim, h, 2, d)
-        out = F.linear(att, w[:, :, 0].reshape(-1, h * d), self.to_out.bias)
-        out = out + F.linear(dist, w[:, :, 1].reshape(-1, h * d))  # (B, T, dim)
+        inner = h * d
+        w_in, w_att = self._weights()
+        y = F.linear(x, w_in)  # (B, T, 3 inner + dim): q, k, v, folded t
+        q, k, v = (y[..., i * inner : (i + 1) * inner].view(B, T, h, d).transpose(1, 2) for i in range(3))  # (B, h, T, d)
+        att = F.scaled_dot_product_attention(q, k, v)  # (B, h, T, d); scale d^-0.5 as the official
+        att = att.transpose(1, 2).reshape(B, T, inner)  # (B, T, inner)
+        out = F.linear(att, w_att, self.to_out.bias)  # (B, T, dim)
+        out += apply_distance_kernel(y[..., 3 * inner :], self.distance_impl)  # A2 (x W_foldᵀ), shared by all heads
         return F.dropout(out, self.dropout, training=drop)
 
 
@@ -117,7 +156,8 @@ class TransformerLayer(nn.Module):
 
 
 class MemoryUnit(nn.Module):
-    """``S`` learnable slots; read = sigmoid similarity, slot top-k mean score and weighted read-out."""
+    """``S`` learnable slots ``[S, H]``. A read is ``att = sigmoid(x Mᵀ/√H)`` ``[B, T, S]``, scored by the
+    mean of its top ``S // 16 + 1`` slots, with read-out ``att M`` ``[B, T, H]`` (see :class:`URDMU`)."""
 
     def __init__(self, slots: int, dim: int) -> None:
         super().__init__()
@@ -128,20 +168,25 @@ class MemoryUnit(nn.Module):
         # QUIRK (official memory.py): the slots are drawn twice; kept so seeded inits match the official
         self.memory.data.uniform_(-bound, bound)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        att = torch.sigmoid(torch.matmul(x, self.memory.t()) / self.dim**0.5)  # (B, T, S)
-        score = topk_mean(att, self.slots // 16 + 1)  # (B, T); QUIRK: k = S // 16 + 1 (4 for 60 slots)
-        return score, torch.matmul(att, self.memory)  # (B, T), (B, T, H)
+    def score(self, att: torch.Tensor) -> torch.Tensor:
+        """``[B, T, S]`` -> ``[B, T]``; QUIRK: k = S // 16 + 1 (4 for 60 slots)."""
+        return topk_mean(att, self.slots // 16 + 1)
 
 
 class ClassifierHead(nn.Module):
+    """Linear(2H, 128)-ReLU-Linear(128, 1)-Sigmoid."""
+
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.fc2(F.relu(self.fc1(x)))).squeeze(-1)  # (B, T)
+        return self.tail(self.fc1(x))
+
+    def tail(self, z: torch.Tensor) -> torch.Tensor:
+        """From the first layer's pre-activation ``[B, T, 128]`` to scores ``[B, T]``."""
+        return torch.sigmoid(self.fc2(F.relu(z))).squeeze(-1)
 
 
 class URDMU(nn.Module):
@@ -149,7 +194,14 @@ class URDMU(nn.Module):
     Train: x ``[B, T, D]`` (normal half first) -> :class:`URDMUOutput`.
 
     ``early(F)`` / ``late(F)`` optionally replace the embedding output ``[B, T, H]`` (before the
-    transformer) and the classifier-head input ``[B, T, 2H]``.
+    transformer) and the classifier-head input ``[B, T, 2H]``. ``model.to(torch.bfloat16)`` runs
+    inference in bfloat16 (inputs are cast to the weights' dtype; scores come back in the input's dtype).
+
+    The two memories are read together: ``att = sigmoid(x [M_a; M_n]ᵀ/√H)`` ``[B, T, S_a + S_n]``,
+    abnormal slots first. Read-outs only ever enter ``encoder_mu`` / ``encoder_var`` (linear), so
+    ``mu(att M) = att (M W_muᵀ) + b_mu`` is computed with the folded ``[S, H]`` product: a
+    ``K = S`` product instead of a ``512 x 512`` one per snippet; without a late hook the classifier's
+    first layer is folded in as well.
     """
 
     def __init__(self, cfg: URDMUConfig | None = None) -> None:
@@ -166,12 +218,49 @@ class URDMU(nn.Module):
         self.encoder_mu = nn.Linear(H, H)
         self.encoder_var = nn.Linear(H, H)  # log-variance
         self.sample = True  # draw the reparameterisation noise in train mode (False: z = mu)
+        self._folds = FoldCache()
+
+    # ------------------------------------------------------------------------------- folded weights
+
+    def _embed_taps(self) -> torch.Tensor:
+        """Conv1d weight ``[H, D, 3]`` as three stacked taps ``[3H, D]`` (snippets t-1, t, t+1)."""
+        w = self.embed.weight
+        return self._folds.get("embed", (w,), lambda: w.permute(2, 0, 1).reshape(3 * w.shape[0], w.shape[1]))
+
+    def _read_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory keys ``[S, H]`` (scaled by 1/√H) and read-outs through encoder_mu ``[H, S]``, abnormal first."""
+        a, n, w_mu = self.memory_a.memory, self.memory_n.memory, self.encoder_mu.weight
+
+        def build() -> tuple[torch.Tensor, torch.Tensor]:
+            m = torch.cat([a, n])  # (S, H)
+            return m / math.sqrt(m.shape[1]), w_mu @ m.t()
+
+        return self._folds.get("read", (a, n, w_mu), build)
+
+    def _head_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Eval head layer 1 on ``cat(h, att W_readᵀ + 2 b_mu)`` as ``h W_hᵀ + att W_attᵀ + b``."""
+        H = self.cfg.hidden_dim
+        w1, b1, b_mu = self.head.fc1.weight, self.head.fc1.bias, self.encoder_mu.bias
+        read = self._read_weights()[1]
+
+        def build() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            w_aug = w1[:, H:]  # (hd, H)
+            # eval read-out is mu(A_aug) + mu(N_aug): encoder_mu's bias enters twice
+            return w1[:, :H], w_aug @ read, b1 + 2 * (w_aug @ b_mu)
+
+        params = (w1, b1, b_mu, self.memory_a.memory, self.memory_n.memory, self.encoder_mu.weight)
+        return self._folds.get("head", params, build)
 
     # ------------------------------------------------------------------------------------------ trunk
 
     def embed_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Temporal Conv1d(k=3, pad=1) + ReLU: ``[B, T, D]`` -> ``[B, T, H]``."""
-        return F.relu(self.embed(x.transpose(1, 2))).transpose(1, 2)
+        """Temporal Conv1d(k=3, pad=1) + ReLU: ``[B, T, D]`` -> ``[B, T, H]``, as one product with 3 taps."""
+        H = self.cfg.hidden_dim
+        y = F.linear(x, self._embed_taps())  # (B, T, 3H): each snippet through the 3 taps
+        out = y[..., H : 2 * H] + self.embed.bias  # (B, T, H) centre tap
+        out[:, 1:] += y[:, :-1, :H]  # tap 0 reads the previous snippet (zero padding at t=0)
+        out[:, :-1] += y[:, 1:, 2 * H :]  # tap 2 reads the next snippet
+        return out.relu_()
 
     def transformer(self, x: torch.Tensor, drop: bool) -> torch.Tensor:
         for layer in self.layers:
@@ -184,11 +273,14 @@ class URDMU(nn.Module):
             e = early(e)
         return e, self.transformer(e, drop)
 
+    def _memory_att(self, h: torch.Tensor) -> torch.Tensor:
+        """Both memories read at once: ``[B, T, H]`` -> ``[B, T, S_a + S_n]``."""
+        return torch.sigmoid(F.linear(h, self._read_weights()[0]))
+
     def _eval_late(self, h: torch.Tensor) -> torch.Tensor:
         """Test-mode head input ``cat(h, mu(A_aug) + mu(N_aug))`` ``[B, T, 2H]``."""
-        _, a_aug = self.memory_a(h)
-        _, n_aug = self.memory_n(h)
-        return torch.cat([h, self.encoder_mu(a_aug) + self.encoder_mu(n_aug)], dim=-1)
+        read = self._read_weights()[1]
+        return torch.cat([h, F.linear(self._memory_att(h), read, 2 * self.encoder_mu.bias)], dim=-1)
 
     # ---------------------------------------------------------------------------------------- forward
 
@@ -214,15 +306,19 @@ class URDMU(nn.Module):
             b, n = x.shape[0], 1
         else:
             raise ValueError(f"URDMU expects [b,n,T,D] or [B,T,D] features, got shape {list(x.shape)}")
-        _, h = self._trunk(x, early, drop=False)
-        f = self._eval_late(h)  # (B, T, 2H)
-        if late is not None:
-            f = late(f)
-        return self.head(f).view(b, n, -1).mean(1)  # (b, T) crop mean
+        in_dtype = x.dtype
+        _, h = self._trunk(x.to(self.embed.weight.dtype), early, drop=False)
+        if late is None:
+            w_h, w_att, b1 = self._head_weights()
+            z = F.linear(h, w_h, b1) + F.linear(self._memory_att(h), w_att)  # (B, T, hd) = fc1(late)
+            scores = self.head.tail(z)
+        else:
+            scores = self.head(late(self._eval_late(h)))
+        return scores.view(b, n, -1).mean(1).to(in_dtype)  # (b, T) crop mean
 
     def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Early ``[B, T, H]`` and late ``[B, T, 2H]`` features as in eval mode (no dropout, no hooks)."""
-        e, h = self._trunk(x, None, drop=False)
+        e, h = self._trunk(x.to(self.embed.weight.dtype), None, drop=False)
         return {"early": e, "late": self._eval_late(h)}
 
     def _forward_train(
@@ -231,13 +327,15 @@ class URDMU(nn.Module):
         if x.dim() != 3 or x.shape[0] % 2:
             raise ValueError(f"URDMU train mode expects [B,T,D] with B even (normal half first), got {list(x.shape)}")
         B, T, _ = x.shape
-        half = B // 2
+        half, Sa = B // 2, self.cfg.a_nums
         _, h = self._trunk(x, early, drop=self.training)
         n_x, a_x = h[:half], h[half:]  # (B/2, T, H) normal, abnormal
-        A_att, A_aug = self.memory_a(a_x)  # abnormal video -> abnormal memory
-        N_Aatt, N_Aaug = self.memory_n(a_x)  # abnormal video -> normal memory
-        A_Natt, A_Naug = self.memory_a(n_x)  # normal video -> abnormal memory
-        N_att, N_aug = self.memory_n(n_x)  # normal video -> normal memory
+        att = self._memory_att(h)  # (B, T, S): abnormal memory slots [:Sa], normal [Sa:]
+        att_n, att_a = att[:half], att[half:]
+        A_att = self.memory_a.score(att_a[..., :Sa])  # abnormal video -> abnormal memory
+        N_Aatt = self.memory_n.score(att_a[..., Sa:])  # abnormal video -> normal memory
+        A_Natt = self.memory_a.score(att_n[..., :Sa])  # normal video -> abnormal memory
+        N_att = self.memory_n.score(att_n[..., Sa:])  # normal video -> normal memory
 
         k = time_topk(T)
         a_idx = torch.topk(A_att, k, dim=-1)[1]  # (B/2, k)
@@ -248,25 +346,35 @@ class URDMU(nn.Module):
         positive = _gather_mean(a_x, p_idx)
         triplet = F.triplet_margin_loss(_l2n(anchor), _l2n(positive), _l2n(negative), margin=1.0)
 
-        n_mu = self.encoder_mu(N_aug)  # (B/2, T, H)
-        n_logvar = self.encoder_var(N_aug)
+        read_mu = self._read_weights()[1]  # (H, S): mu(att M) = att read_muᵀ + b_mu
+        b_mu = self.encoder_mu.bias
+        read_var = self.encoder_var.weight @ self.memory_n.memory.t()  # (H, S_n): only the normal read needs var
+        n_mu = F.linear(att_n[..., Sa:], read_mu[:, Sa:], b_mu)  # (B/2, T, H) encoder_mu(N_aug)
+        n_logvar = F.linear(att_n[..., Sa:], read_var, self.encoder_var.bias)  # encoder_var(N_aug)
         if sample:
             std = torch.exp(n_logvar).sqrt()
             eps = torch.randn(std.shape, generator=generator, device=std.device, dtype=std.dtype)
             n_z = n_mu + eps * std
         else:
             n_z = n_mu
-        a_mu = self.encoder_mu(A_aug)
         # QUIRK (official latent_loss): the KL sums over dim 1, the time axis, then averages the rest
         kl = torch.mean(-0.5 * torch.sum(1 + n_logvar - n_mu**2 - n_logvar.exp(), dim=1))
-        distance = F.relu(
-            100 - _gather_mean(a_mu, a_idx).norm(p=2, dim=-1) + _gather_mean(n_z, n_idx).norm(p=2, dim=-1)
-        ).mean()
-        aug = torch.cat([n_z + self.encoder_mu(A_Naug), a_mu + self.encoder_mu(N_Aaug)], dim=0)  # (B, T, H)
-        f = torch.cat([h, aug], dim=-1)  # (B, T, 2H)
-        if late is not None:
-            f = late(f)
-        return URDMUOutput(self.head(f), A_att, N_att, A_Natt, N_Aatt, triplet, kl, distance)
+        # top-k mean of encoder_mu(A_aug) = encoder_mu of the top-k mean read (affine)
+        a_mu_topk = F.linear(_gather_mean(att_a[..., :Sa], a_idx), read_mu[:, :Sa], b_mu)  # (B/2, H)
+        distance = F.relu(100 - a_mu_topk.norm(p=2, dim=-1) + _gather_mean(n_z, n_idx).norm(p=2, dim=-1)).mean()
+        aug = torch.cat(
+            [
+                n_z + F.linear(att_n[..., :Sa], read_mu[:, :Sa], b_mu),  # z + encoder_mu(A_Naug)
+                F.linear(att_a, read_mu, 2 * b_mu),  # encoder_mu(A_aug) + encoder_mu(N_Aaug)
+            ]
+        )  # (B, T, H)
+        if late is None:
+            H = self.cfg.hidden_dim
+            w1 = self.head.fc1.weight
+            scores = self.head.tail(F.linear(h, w1[:, :H], self.head.fc1.bias) + F.linear(aug, w1[:, H:]))
+        else:
+            scores = self.head(late(torch.cat([h, aug], dim=-1)))
+        return URDMUOutput(scores, A_att, N_att, A_Natt, N_Aatt, triplet, kl, distance)
 
     # ------------------------------------------------------------------------------------ checkpoints
 
@@ -333,15 +441,38 @@ _OFFICIAL_KEYS = [
 def official_to_pivad(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename official UR-DMU keys to this module's; keys that match no rule are kept (and then rejected)."""
     sd = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in sd.items()}  # DataParallel
-    out = {}
-    for key, value in sd.items():
-        new = key
-        for pattern, repl in _OFFICIAL_KEYS:
-            new, hits = re.subn(pattern, repl, key)
-            if hits:
-                break
-        out[new] = value
-    return out
+    return {_rename(k, _OFFICIAL_KEYS): v for k, v in sd.items()}
+
+
+# pivad key -> official key (the inverse of _OFFICIAL_KEYS)
+_PIVAD_KEYS = [
+    (r"^embed\.", "embedding.conv_1.0."),
+    (r"^head\.fc1\.", "cls_head.mlp.0."),
+    (r"^head\.fc2\.", "cls_head.mlp.2."),
+    (r"^memory_a\.memory$", "Amemory.memory_block"),
+    (r"^memory_n\.memory$", "Nmemory.memory_block"),
+    (r"^layers\.(\d+)\.norm1\.", r"selfatt.layers.\1.0.norm."),
+    (r"^layers\.(\d+)\.attn\.to_qkv\.", r"selfatt.layers.\1.0.fn.to_qkv."),
+    (r"^layers\.(\d+)\.attn\.to_out\.", r"selfatt.layers.\1.0.fn.to_out.0."),
+    (r"^layers\.(\d+)\.norm2\.", r"selfatt.layers.\1.1.norm."),
+    (r"^layers\.(\d+)\.ff\.fc1\.", r"selfatt.layers.\1.1.fn.net.0."),
+    (r"^layers\.(\d+)\.ff\.fc2\.", r"selfatt.layers.\1.1.fn.net.3."),
+    (r"^encoder_mu\.", "encoder_mu.0."),
+    (r"^encoder_var\.", "encoder_var.0."),
+]
+
+
+def pivad_to_official(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """This module's state dict under the official key names (loads into the official ``WSAD``)."""
+    return {_rename(k, _PIVAD_KEYS): v for k, v in sd.items()}
+
+
+def _rename(key: str, table: list[tuple[str, str]]) -> str:
+    for pattern, repl in table:
+        new, hits = re.subn(pattern, repl, key)
+        if hits:
+            return new
+    return key
 
 
 def _infer_config(sd: Mapping[str, torch.Tensor], source: str) -> URDMUConfig:
