@@ -37,7 +37,7 @@ def test_onnx_scores_equal_torch_for_several_lengths(tmp_path, kind):
 def _detect_scores(tmp_path, name: str, args: list[str]) -> np.ndarray:
     assert main(["detect", str(CLIP), *args, "--out", str(tmp_path / name), *FAST]) == 0, name
     info = json.loads((tmp_path / name / "carphone_40.json").read_text())
-    assert info["threshold"] == 0.5
+    assert info["threshold"] == 0.45  # the checkpoint's, carried through the ONNX metadata
     return np.array(info["snippet_scores"])
 
 

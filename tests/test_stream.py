@@ -142,7 +142,8 @@ def test_growing_file_reader_waits_then_ends(tmp_path):
 def test_stream_cli_prints_one_line_per_snippet_and_appends_csv(setup, tmp_path, capsys):
     ckpt = setup[0]
     csv_path = tmp_path / "scores.csv"
-    argv = ["detect", "--stream", str(CLIP), "--ckpt", str(ckpt), "--idle-timeout", "0.1", "--csv", str(csv_path), *FAST]
+    argv = ["detect", "--stream", str(CLIP), "--ckpt", str(ckpt), "--idle-timeout", "0.1", "--csv", str(csv_path),
+            *FAST]
     assert main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "snippet,time_s,score,anomalous" and len(lines) == 4

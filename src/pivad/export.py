@@ -61,7 +61,8 @@ def _use_dense_distance(model: torch.nn.Module) -> None:
             module.distance_impl = "dense"
 
 
-def _export(model: torch.nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes, opset: int) -> None:
+def _export(model: torch.nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
+            dynamic_axes: dict, opset: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation warnings: the result is validated instead
         torch.onnx.export(model, args, str(path), input_names=input_names, output_names=output_names,
@@ -152,7 +153,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, opset: int = DEFAULT_OP
         "pivad_version": __version__,
     }
     if cfg.model.input_dim != FEATURE_DIM:
-        raise PivadError(f"{ckpt}: the model takes {cfg.model.input_dim}-d features; export expects I3D's {FEATURE_DIM}")
+        raise PivadError(f"{ckpt}: the model takes {cfg.model.input_dim}-d features, not I3D's {FEATURE_DIM}")
     out = export_scorer(model, out, info, crops=1, opset=opset)
     return out, validate_scorer(model, out, lengths, crops=2)
 

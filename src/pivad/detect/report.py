@@ -75,7 +75,8 @@ def write_detection(out_dir: str | Path, stem: str, det: Detection, payload: dic
     from pivad.detect.render import plot_scores
 
     out_dir = Path(out_dir)
-    paths = {"csv": out_dir / f"{stem}.frames.csv", "json": out_dir / f"{stem}.json", "png": out_dir / f"{stem}.scores.png"}
+    paths = {"csv": out_dir / f"{stem}.frames.csv", "json": out_dir / f"{stem}.json",
+             "png": out_dir / f"{stem}.scores.png"}
     atomic_write_text(paths["csv"], frames_csv(det.frame_scores, det.fps, threshold))
     atomic_write_json(paths["json"], payload)
     plot_scores(paths["png"], det.frame_scores, det.fps, threshold, intervals, title=det.info.path.name)
