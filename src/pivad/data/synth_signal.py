@@ -46,11 +46,11 @@ DEFAULT_DISTRACTORS = ["Sparring", "Fireworks", "FastTraffic", "Shopping", "Jogg
 # text: coarse scene semantics, weak on events.
 DEFAULT_SENSITIVITY: dict[str, list[float]] = {
     #            Fight  Expl  Road  Shop  Robb
-    "pose": [1.00, 0.10, 0.15, 0.85, 0.90],
-    "depth": [0.45, 1.00, 0.80, 0.30, 0.40],
-    "panoptic": [0.20, 0.75, 0.85, 0.30, 0.35],
-    "flow": [0.85, 0.80, 1.00, 0.55, 0.50],
-    "text": [0.25, 0.45, 0.35, 0.10, 0.20],
+    "pose": [1.00, 0.05, 0.10, 0.80, 0.90],
+    "depth": [0.35, 1.00, 0.80, 0.20, 0.30],
+    "panoptic": [0.10, 0.70, 0.85, 0.20, 0.25],
+    "flow": [0.80, 0.70, 1.00, 0.50, 0.40],
+    "text": [0.15, 0.30, 0.20, 0.05, 0.10],
 }
 # Per-class share of a video's snippets covered by one event (min, max) and its typical profile.
 DEFAULT_EVENT_FRACTION: dict[str, tuple[float, float]] = {
@@ -98,7 +98,7 @@ class SignalSpec:
     mod_activity: float = 0.6
     mod_event: float = 1.6  # multiplied by the sensitivity of the modality to the class
     mod_distractor: float = 0.9
-    mod_noise: float = 0.35
+    mod_noise: float = 0.6
     flow_camera: float = 0.4  # flow also sees camera motion (but not lighting)
     text_smooth: float = 3.0  # text features are smoothed over this many snippets (Gaussian sigma)
     # structure
@@ -318,11 +318,11 @@ def generate_video(
             + spec.mod_activity * activity @ m["activity"].T
             + spec.mod_event * ev @ m["event"].T
             + spec.mod_distractor * dv @ m["event"].T
-            + spec.mod_noise * _ar1(rng, n, m["scene"].shape[0], 0.5)
         )  # (T, d_j)
         if name == "flow":
             pre += spec.flow_camera * np.diff(nuisance, axis=0, prepend=nuisance[:1]) @ m["camera"].T
         if name == "text":  # caption-level semantics: coarse in time
             pre = _smooth(pre, spec.text_smooth)
+        pre += spec.mod_noise * _ar1(rng, n, m["scene"].shape[0], 0.5)
         mods[name] = _nonlinear(name, pre).astype(np.float32)
     return crops, mods
