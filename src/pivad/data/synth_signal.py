@@ -16,8 +16,8 @@ Per snippet ``t`` of a video there are latent factors (widths in :class:`SignalS
   ``v_c``, one paired with each anomaly class.
 
 RGB (``[T, D]``, D = 1024 like I3D): pre-activation ``h = Ws z_s + Wa z_a + Wn z_n + We e + noise``,
-then an average of ``n_cells`` ReLU'd "spatial cells" (pooled, non-negative, few exact zeros, like
-I3D's pooled Mixed_5c). The anomaly is weak in RGB: its event vector is ``rho * v_c + sqrt(1 - rho^2)
+then a ReLU averaged over noisy "spatial cells" (:func:`pooled_relu`: non-negative, smooth, almost
+no exact zeros, like I3D's pooled Mixed_5c). The anomaly is weak in RGB: its event vector is ``rho * v_c + sqrt(1 - rho^2)
 * u_c`` at a small amplitude (mostly the distractor's direction), and the nuisance leaks into the
 same event subspace (``We M z_n``), so lighting/camera changes look like events in RGB.
 
@@ -25,7 +25,7 @@ Modality ``j`` (``[T, d_j]``): a noisy nonlinear read-out of the same latents wi
 nuisance, where an anomaly of class ``c`` appears as ``gain[j, c] * u_c`` (strong, separate from the
 distractors' ``v_c``), so each modality is sensitive to its own classes (pose to human-centred ones,
 flow and depth to motion and scene-scale ones, text mostly to scene and normal activity).
-Crops are small perturbations of the same content (a per-crop offset and per-crop cell noise).
+Crops are small perturbations of the same content (a per-crop offset and per-crop noise).
 """
 
 from __future__ import annotations
@@ -79,7 +79,6 @@ class SignalSpec:
     k_activity: int = 12
     k_nuisance: int = 8
     k_event: int = 16
-    n_cells: int = 4  # ReLU'd spatial cells pooled into one RGB snippet feature
     # RGB amplitudes
     rgb_scene: float = 1.0
     rgb_activity: float = 0.6
@@ -89,10 +88,11 @@ class SignalSpec:
     rgb_distractor: float = 0.35  # distractor event amplitude
     rgb_rho: float = 0.6  # share of an anomaly's RGB direction taken from its distractor
     rgb_noise_smooth: float = 0.35  # temporally correlated content noise (shared by crops)
-    rgb_noise_cell: float = 0.6  # i.i.d. noise per crop, cell, snippet, dim
+    rgb_noise_cell: float = 0.8  # spread of the spatial cells a ReLU is averaged over (pooled_relu)
+    rgb_noise_crop: float = 0.25  # i.i.d. noise per crop, snippet, dim
     rgb_crop_offset: float = 0.1  # per-video, per-crop fixed offset
     rgb_bias: float = -0.3  # mean ReLU threshold
-    rgb_scale: float = 0.6  # output scale (I3D-like means of about 0.3)
+    rgb_scale: float = 0.35  # output scale (I3D-like mean of about 0.3)
     # modality amplitudes
     mod_scene: float = 0.8
     mod_activity: float = 0.6
@@ -245,6 +245,18 @@ def _activity_track(rng: np.random.Generator, spec: SignalSpec, world: World, n:
 # ------------------------------------------------------------------------------------------ a video
 
 
+def pooled_relu(h: np.ndarray, sigma: float) -> np.ndarray:
+    """``E[relu(h + sigma * eps)]``, eps ~ N(0, 1): a ReLU averaged over many noisy spatial cells.
+
+    ``h * Phi(h / sigma) + sigma * phi(h / sigma)``, with the tanh approximation of Phi (GELU's,
+    error < 1e-3): non-negative and smooth like I3D's spatially pooled ReLU features.
+    """
+    z = h / sigma
+    cdf = 0.5 * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z**3)))
+    pdf = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    return np.maximum(h * cdf + sigma * pdf, 0.0)
+
+
 def _nonlinear(name: str, x: np.ndarray) -> np.ndarray:
     kind = MODALITY_NONLINEARITY.get(name, "tanh")
     if kind == "relu":
@@ -305,8 +317,8 @@ def generate_video(
     crops = np.empty((num_crops, n, d), dtype=np.float32)
     for c in range(num_crops):
         crop_h = gain * (h + spec.rgb_crop_offset * rng.standard_normal(d)) + world.rgb_bias + offset
-        cells = crop_h[None] + spec.rgb_noise_cell * rng.standard_normal((spec.n_cells, n, d))
-        crops[c] = (spec.rgb_scale * np.maximum(cells, 0.0).mean(axis=0)).astype(np.float32)
+        crop_h += spec.rgb_noise_crop * rng.standard_normal((n, d))
+        crops[c] = (spec.rgb_scale * pooled_relu(crop_h, spec.rgb_noise_cell)).astype(np.float32)
 
     # modalities: the same latents, no lighting nuisance, anomaly strong and class-specific
     mods: dict[str, np.ndarray] = {}
