@@ -98,7 +98,7 @@ class SignalSpec:
     mod_activity: float = 0.6
     mod_event: float = 1.6  # multiplied by the sensitivity of the modality to the class
     mod_distractor: float = 0.9
-    mod_noise: float = 0.6
+    mod_noise: float = 0.45
     flow_camera: float = 0.4  # flow also sees camera motion (but not lighting)
     text_smooth: float = 3.0  # text features are smoothed over this many snippets (Gaussian sigma)
     # structure
