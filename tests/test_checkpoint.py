@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from pivad.config import Config, to_dict
-from pivad.engine.checkpoint import (FORMAT_VERSION, load_checkpoint, load_inference_model, load_model,
-                                     rng_state, save_checkpoint, set_rng_state)
+from pivad.engine.checkpoint import FORMAT_VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pivad.errors import CheckpointError
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 
 from pivad.cli import main
 from pivad.config import save_config

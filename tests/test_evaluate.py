@@ -92,18 +92,11 @@ def test_load_inference_model_student_view(run_dir):
         assert torch.equal(infer(x), full(x)) and infer(x).shape == (2, 20)
 
 
-def test_official_state_dict_loads_for_inference(shared_dir):
+def test_official_state_dict_loads_for_inference(shared_dir, tmp_path):
     golden = torch.load(shared_dir / "golden/public/urdmu.pt", weights_only=True)
-    path = shared_dir.parent / "main" / ".pytest_cache"  # any writable place is fine; use tmp below
-    del path
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        f = Path(tmp) / "official.pth"
-        torch.save(golden["state_dict"], f)
-        model, _, meta = load_inference_model(f)
-    assert meta["source"] == "official"
+    torch.save(golden["state_dict"], tmp_path / "official.pth")
+    model, _, meta = load_inference_model(tmp_path / "official.pth")
+    assert meta["source"] == "official" and meta["kind"] == "urdmu"
     with torch.inference_mode():
         np.testing.assert_allclose(model(golden["eval_input"]).numpy(), golden["eval_scores"].numpy(), atol=1e-5)
 

@@ -8,7 +8,6 @@ Under ``torchrun`` every rank runs this; only rank 0 writes.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 

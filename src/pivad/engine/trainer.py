@@ -21,9 +21,7 @@ checkpoint (the log is truncated to that step).
 
 from __future__ import annotations
 
-import math
 import random
-import shutil
 import signal
 import sys
 import time
@@ -145,7 +143,7 @@ class Trainer:
         self.info = ddp.init_distributed(cfg.train.device)
         self.device = resolve_device(cfg.train.device, self.info)
         self.is_main = self.info.is_main
-        self.kind_best = "teacher.pt" if cfg.train.model == "pivad" else "best.pt"
+        self.teacher_best = "teacher.pt" if cfg.train.model == "pivad" else "best.pt"  # the teacher phase's pick
 
     # -------------------------------------------------------------------------------------- setup
 
@@ -195,11 +193,10 @@ class Trainer:
                               f" differ from model.* of this config")
         return teacher.to(self.device).eval()
 
-    def _phase_model(self, phase: str, previous: torch.nn.Module | None) -> torch.nn.Module:
+    def _phase_model(self, phase: str) -> torch.nn.Module:
+        """A fresh model for ``phase`` (UR-DMU, or π-VAD holding the frozen teacher), same on every rank."""
         if phase == "teacher":
             model = self._new_model("urdmu")
-        elif phase == "second" and previous is not None:
-            return previous  # step 2 continues step 1's model and optimiser
         else:
             model = self._new_model("pivad")
             model.set_teacher(self._load_teacher())
@@ -251,7 +248,7 @@ class Trainer:
                 self.best = {"score": score, "phase": phase, "step": step, "global_step": self.global_step}
                 payload = self._payload(model, opt, phase, step, metrics, [])
                 payload["optimizer"] = None
-                save_checkpoint(self.run_dir / (self.kind_best if phase == "teacher" else "best.pt"), payload)
+                save_checkpoint(self.run_dir / (self.teacher_best if phase == "teacher" else "best.pt"), payload)
             self.logger.log(self.global_step, phase, step, metrics)
         ddp.barrier(self.info)
         return metrics
@@ -304,13 +301,13 @@ class Trainer:
                         first_step = start_step
                         if first_step < steps or not teacher_done:
                             # this phase's model and optimiser exactly as checkpointed
-                            model = self._phase_model(phase, None)
+                            model = self._phase_model(phase)
                             model.load_state_dict(ck["model"])
                             opt = self._optimizer(model)
                             opt.load_state_dict(ck["optimizer"])
                         self._restore_rng(ck["rng"])
                     elif not (phase == "second" and model is not None):
-                        model = self._phase_model(phase, None)
+                        model = self._phase_model(phase)
                         opt = self._optimizer(model)
                     if first_step < steps:
                         model.train()
