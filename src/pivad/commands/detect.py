@@ -148,10 +148,10 @@ def _run_stream(args: argparse.Namespace, scorer) -> int:
     from pivad.detect.stream import (DEFAULT_WINDOW, STREAM_HEADER, CsvAppender, StreamScorer, format_line,
                                      open_source, run_stream)
 
+    source = open_source(args.stream, args.idle_timeout, args.poll)  # fails fast on a bad source
     encoder = _encoder(args, scorer)
     threshold, source_of_threshold = _threshold(args, scorer)
     window = args.window or _model_setting(scorer, "num_segments", DEFAULT_WINDOW)
-    source = open_source(args.stream, args.idle_timeout, args.poll)
     streamer = StreamScorer(encoder, scorer, threshold, source.fps, window=window, lag=args.lag)
     appender = CsvAppender(args.csv) if args.csv else None
 
