@@ -44,3 +44,17 @@ def test_override_syntax_errors():
         overrides_to_dict(["--train.lr"])
     with pytest.raises(ConfigError, match="expected --section.key"):
         overrides_to_dict(["--lr", "1"])
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from pivad.io import atomic_write_text
+
+    target = tmp_path / "out.txt"
+    atomic_write_text(target, "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temporary left behind
