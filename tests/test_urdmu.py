@@ -35,6 +35,12 @@ def golden(shared_dir):
     return torch.load(shared_dir / "golden" / "public" / "urdmu.pt", weights_only=True)
 
 
+@pytest.fixture(scope="module")
+def official(golden):
+    """The golden weights loaded through the official-checkpoint path, in eval mode."""
+    return URDMU.from_official_state_dict(golden["state_dict"]).eval()
+
+
 def _tiny(seed: int = 0, **kw) -> URDMU:
     torch.manual_seed(seed)
     return URDMU(URDMUConfig(**{**TINY.__dict__, **kw}))
@@ -44,18 +50,17 @@ def _tiny(seed: int = 0, **kw) -> URDMU:
 
 
 @pytest.mark.golden
-def test_eval_scores_match_official(golden):
-    model = URDMU.from_official_state_dict(golden["state_dict"]).eval()
+def test_eval_scores_match_official(golden, official):
     with torch.no_grad():
-        scores = model(golden["eval_input"])  # (2, 64) from [2, 10, 64, 1024]
+        scores = official(golden["eval_input"])  # (2, 64) from [2, 10, 64, 1024]
     assert scores.shape == golden["eval_scores"].shape
     torch.testing.assert_close(scores, golden["eval_scores"], atol=1e-5, rtol=0)
     torch.testing.assert_close(scores.double(), golden["eval_scores_float64"], atol=1e-5, rtol=0)
 
 
 @pytest.mark.golden
-def test_intermediate_features_match_official(golden):
-    model = URDMU.from_official_state_dict(golden["state_dict"]).eval()
+def test_intermediate_features_match_official(golden, official):
+    model = official
     x = golden["eval_input"].flatten(0, 1)  # (20, 64, 1024)
     with torch.no_grad():
         feats = model.features(x)
@@ -81,10 +86,10 @@ def test_train_outputs_and_losses_match_official(golden):
 
 
 @pytest.mark.golden
-def test_seeded_init_and_size_match_official(golden):
+def test_seeded_init_and_size_match_official(official):
     torch.manual_seed(0)  # the golden file's model seed; construction order mirrors the official WSAD
     own = URDMU().state_dict()
-    ref = URDMU.from_official_state_dict(golden["state_dict"]).state_dict()
+    ref = official.state_dict()
     assert own.keys() == ref.keys()
     for k in own:
         assert torch.equal(own[k], ref[k]), k
@@ -313,3 +318,48 @@ def test_model_banded_and_dense_agree():
                 layer.attn.distance_impl = impl
             outs.append(model(x))
     torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------------------ folds, cache, bf16
+
+
+def test_folded_weights_follow_parameter_updates():
+    model, other = _tiny(5).eval(), _tiny(6).eval()
+    x = torch.rand(2, 3, 20, 24)
+    with torch.no_grad():
+        before = model(x)  # builds and caches the folded weights
+        model.load_state_dict(other.state_dict())
+        torch.testing.assert_close(model(x), other(x), rtol=0, atol=0)
+        model.layers[0].attn.to_out.weight.add_(0.1)  # in-place update: the cache must notice
+        assert not torch.allclose(model(x), other(x))
+    # a train step changes the weights in place too
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    mil_loss(model(torch.rand(2, 20, 24)), torch.tensor([0, 1]))[0].backward()
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        fresh = _tiny(0).eval()
+        fresh.load_state_dict(model.state_dict())
+        torch.testing.assert_close(model(x), fresh(x), rtol=0, atol=0)
+        assert not torch.allclose(model(x), before)
+
+
+def test_frozen_teacher_features_under_grad_mode():
+    teacher = _tiny(7).eval().requires_grad_(False)
+    x = torch.rand(2, 9, 24)
+    with torch.no_grad():
+        ref = teacher.features(x)
+    feats = teacher.features(x)  # grad mode on, as inside a student's training step
+    torch.testing.assert_close(feats["late"], ref["late"], rtol=0, atol=0)
+    assert not feats["late"].requires_grad
+
+
+def test_bfloat16_inference_switch():
+    model = _tiny(8).eval()
+    x = torch.rand(2, 5, 40, 24)
+    with torch.no_grad():
+        ref = model(x)
+        low = model.to(torch.bfloat16)(x)
+    assert low.dtype == torch.float32 and torch.isfinite(low).all()
+    torch.testing.assert_close(low, ref, atol=2e-2, rtol=0)
