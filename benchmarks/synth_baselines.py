@@ -11,7 +11,8 @@
 (e) --mil: the same MLP with an auxiliary head that regresses the modality features from its hidden
     layer during training (RGB only at test): a cheap probe of π-VAD's premise, not π-VAD itself;
 (f) --mil: the MIL scorer of (d) on the concatenated modalities (video labels only; modalities at test).
-MIL probes: hidden 128, 250 Adam steps (lr 1e-3) of 16 normal + 16 abnormal videos resampled to 32.
+MIL probes: Conv1d(k=3)->128->ReLU->dropout 0.5->score on raw features, 300 Adam steps (lr 1e-4,
+weight decay 5e-5, UR-DMU's) of 16 normal + 16 abnormal videos resampled to 32 snippets, top-k BCE.
 Oracle labels: a snippet is abnormal when at least half of its 16 frames are.
 """
 
@@ -75,39 +76,37 @@ def resample(feat: np.ndarray, n: int) -> np.ndarray:
     return np.stack([feat[r[i] : r[i + 1]].mean(0) if r[i] < r[i + 1] else feat[r[i]] for i in range(n)])
 
 
-def mil_probe(train, test, aux: bool, seed: int, steps: int = 250, n_seg: int = 32, key: str = "rgb") -> float:
+def mil_probe(train, test, aux: bool, seed: int, steps: int = 300, n_seg: int = 32, key: str = "rgb") -> float:
+    """UR-DMU's training conditions on a small scorer: raw features, Adam 1e-4 (wd 5e-5), top-k BCE."""
     import torch
     from torch import nn
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    xs = torch.tensor(np.stack([resample(v[key], n_seg) for v in train]), dtype=torch.float32)
-    ms = torch.tensor(np.stack([resample(v["mod"], n_seg) for v in train]), dtype=torch.float32)
+    xs = torch.tensor(np.stack([resample(v[key], n_seg) for v in train]), dtype=torch.float32)  # (V, N, D)
+    ms = torch.tensor(np.stack([resample(v["mod"], n_seg) for v in train]), dtype=torch.float32)  # (V, N, M)
     ys = torch.tensor([v["plan"].label for v in train], dtype=torch.float32)
-    mu, sd = xs.reshape(-1, xs.shape[-1]).mean(0), xs.reshape(-1, xs.shape[-1]).std(0) + 1e-6
     mmu, msd = ms.reshape(-1, ms.shape[-1]).mean(0), ms.reshape(-1, ms.shape[-1]).std(0) + 1e-6
-    body = nn.Sequential(nn.Linear(xs.shape[-1], 128), nn.ReLU(), nn.Dropout(0.3))
-    head = nn.Linear(128, 1)
-    dec = nn.Linear(128, ms.shape[-1])
+    body = nn.Sequential(nn.Conv1d(xs.shape[-1], 128, 3, padding=1), nn.ReLU(), nn.Dropout(0.5))
+    head = nn.Conv1d(128, 1, 1)
+    dec = nn.Conv1d(128, ms.shape[-1], 1)
     params = list(body.parameters()) + list(head.parameters()) + (list(dec.parameters()) if aux else [])
-    opt = torch.optim.Adam(params, lr=1e-3, weight_decay=1e-4)
+    opt = torch.optim.Adam(params, lr=1e-4, weight_decay=5e-5)
     nor, abn = np.flatnonzero(ys.numpy() == 0), np.flatnonzero(ys.numpy() == 1)
     k = n_seg // 16 + 1
     for _ in range(steps):
         idx = np.concatenate([rng.choice(nor, 16), rng.choice(abn, 16)])
-        x = (xs[idx] - mu) / sd  # (B, N, D)
-        hdn = body(x)  # (B, N, 128)
-        s = torch.sigmoid(head(hdn)).squeeze(-1)  # (B, N)
-        top = s.topk(k, dim=1).values.mean(1)
-        loss = nn.functional.binary_cross_entropy(top, ys[idx])
+        hdn = body(xs[idx].transpose(1, 2))  # (B, 128, N)
+        s = torch.sigmoid(head(hdn)).squeeze(1)  # (B, N)
+        loss = nn.functional.binary_cross_entropy(s.topk(k, dim=1).values.mean(1), ys[idx])
         if aux:
-            loss = loss + nn.functional.mse_loss(dec(hdn), (ms[idx] - mmu) / msd)
+            loss = loss + nn.functional.mse_loss(dec(hdn).transpose(1, 2), (ms[idx] - mmu) / msd)
         opt.zero_grad()
         loss.backward()
         opt.step()
     body.eval()
     with torch.no_grad():
-        scores = [torch.sigmoid(head(body((torch.tensor(v[key]) - mu) / sd))).squeeze(-1).numpy() for v in test]
+        scores = [torch.sigmoid(head(body(torch.tensor(v[key]).T[None]))).reshape(-1).numpy() for v in test]
     return frame_auc(test, scores)
 
 

@@ -44,7 +44,7 @@ from pivad.errors import ConfigError, DataError
 from pivad.io import atomic_save_npy, atomic_write_json, atomic_write_text
 
 GENERATOR = "pivad.data.synth"
-GENERATOR_VERSION = 5  # bump whenever the same seed and spec would give different bytes
+GENERATOR_VERSION = 6  # bump whenever the same seed and spec would give different bytes
 TRAIN_NORMAL_FOLDER = "Training_Normal_Videos_Anomaly"
 TEST_NORMAL_FOLDER = "Testing_Normal_Videos_Anomaly"
 MIN_SNIPPETS = 8

@@ -84,9 +84,9 @@ class SignalSpec:
     rgb_activity: float = 0.6
     rgb_nuisance: float = 0.5
     rgb_nuisance_leak: float = 0.35  # nuisance leaking into the event subspace
-    rgb_event: float = 0.65  # anomalous event amplitude
+    rgb_event: float = 0.9  # anomalous event amplitude
     rgb_distractor: float = 0.35  # distractor event amplitude
-    rgb_rho: float = 0.6  # share of an anomaly's RGB direction taken from its distractor
+    rgb_rho: float = 0.5  # share of an anomaly's RGB direction taken from its distractor
     rgb_noise_smooth: float = 0.35  # temporally correlated content noise (shared by crops)
     rgb_noise_cell: float = 0.8  # spread of the spatial cells a ReLU is averaged over (pooled_relu)
     rgb_noise_crop: float = 0.25  # i.i.d. noise per crop, snippet, dim
