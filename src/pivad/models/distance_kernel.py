@@ -83,10 +83,13 @@ _CACHE = DistanceKernelCache()
 def apply_distance_kernel(t: torch.Tensor, impl: str = "auto") -> torch.Tensor:
     """``A2 @ t`` for ``t`` ``[B, T, C]`` (the kernel is the same for every head and channel).
 
-    ``impl``: ``"dense"`` (the ``T x T`` matrix, export-friendly), ``"banded"`` (``O(T)`` memory) or
-    ``"auto"`` (dense for ``T <= DENSE_MAX_T``).
+    ``impl``: ``"dense"`` (the cached ``T x T`` matrix), ``"banded"`` (``O(T)`` memory) or ``"auto"``
+    (dense for ``T <= DENSE_MAX_T``). Under tracing / export the dense kernel is built from ``arange(T)``.
     """
     B, T, C = t.shape
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        # export / compile: no Python-side cache or branch on T, so a dynamic T axis stays dynamic
+        return torch.matmul(distance_kernel(T, t.device, t.dtype), t)
     if impl == "dense" or (impl == "auto" and T <= DENSE_MAX_T):
         a2 = _CACHE.get(("dense", T, t.device, t.dtype), lambda: distance_kernel(T, t.device, t.dtype))
         return torch.matmul(a2, t)  # (T, T) @ (B, T, C) -> (B, T, C)

@@ -267,8 +267,8 @@ class URDMU(nn.Module):
 
     def embed_features(self, x: torch.Tensor) -> torch.Tensor:
         """Temporal Conv1d(k=3, pad=1) + ReLU: ``[B, T, D]`` -> ``[B, T, H]``, as one product over windows."""
-        B, T, D = x.shape
-        windows = F.pad(x, (0, 0, 1, 1)).unfold(1, 3, 1).transpose(2, 3).reshape(B, T, 3 * D)  # (B, T, 3D)
+        xp = F.pad(x, (0, 0, 1, 1))  # (B, T+2, D) zero snippet either end
+        windows = torch.cat([xp[:, :-2], xp[:, 1:-1], xp[:, 2:]], dim=-1)  # (B, T, 3D): snippets t-1, t, t+1
         return F.relu(F.linear(windows, self._embed_weight(), self.embed.bias))  # (B, T, H)
 
     def transformer(self, x: torch.Tensor, drop: bool) -> torch.Tensor:
