@@ -30,6 +30,15 @@ OUT_NAMES = {
 }
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP wake-up latency (large on a loaded machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 @pytest.fixture(scope="module")
 def golden(shared_dir):
     return torch.load(shared_dir / "golden" / "public" / "urdmu.pt", weights_only=True)
