@@ -28,14 +28,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from pivad.data.synth import dataset_plan, frame_gt, make_spec, write_synthetic_dataset
+from pivad.data.synth import class_folder, dataset_plan, frame_gt, make_spec, write_synthetic_dataset
 
 
 def load(root: Path, plans, modalities: list[str], num_crops: int):
     """Per video: crop-mean RGB [T,D], concatenated modalities [T,M], snippet oracle label [T], frame gt."""
     out = []
     for p in plans:
-        folder = p.cls if p.label else ("Training_Normal_Videos_Anomaly" if p.split == "train" else "Testing_Normal_Videos_Anomaly")
+        folder = class_folder(p)
         rgb = np.mean([np.load(root / "rgb" / folder / f"{p.name}__{c}.npy") for c in range(num_crops)], axis=0)
         mod = np.concatenate([np.load(root / "modalities" / m / f"{p.name}.npy") for m in modalities], axis=1)
         gt = frame_gt(p)

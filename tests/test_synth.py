@@ -39,7 +39,8 @@ def _videos(list_path: Path) -> list[tuple[str, list[str]]]:
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def test_layout_shapes_and_modalities(tiny: Path) -> None:
@@ -69,7 +70,8 @@ def test_lists_labels_and_order(tiny: Path) -> None:
     train = _videos(tiny / "lists" / "train.list")
     test = _videos(tiny / "lists" / "test.list")
     assert len(train) == 10 and len(test) == 6
-    for videos, n_abn, folder in ((train, 5, "Training_Normal_Videos_Anomaly"), (test, 3, "Testing_Normal_Videos_Anomaly")):
+    splits = ((train, 5, "Training_Normal_Videos_Anomaly"), (test, 3, "Testing_Normal_Videos_Anomaly"))
+    for videos, n_abn, folder in splits:
         labels = [0 if "Normal" in name else 1 for name, _ in videos]  # the ucf rule
         assert labels == [1] * n_abn + [0] * (len(videos) - n_abn)  # abnormal first
         for (name, paths), label in zip(videos, labels):

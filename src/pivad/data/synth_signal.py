@@ -17,9 +17,10 @@ Per snippet ``t`` of a video there are latent factors (widths in :class:`SignalS
 
 RGB (``[T, D]``, D = 1024 like I3D): pre-activation ``h = Ws z_s + Wa z_a + Wn z_n + We e + noise``,
 then a ReLU averaged over noisy "spatial cells" (:func:`pooled_relu`: non-negative, smooth, almost
-no exact zeros, like I3D's pooled Mixed_5c). The anomaly is weak in RGB: its event vector is ``rho * v_c + sqrt(1 - rho^2)
-* u_c`` at a small amplitude (mostly the distractor's direction), and the nuisance leaks into the
-same event subspace (``We M z_n``), so lighting/camera changes look like events in RGB.
+no exact zeros, like I3D's pooled Mixed_5c). The anomaly is weak in RGB: its event vector is
+``rho * v_c + sqrt(1 - rho^2) * u_c`` (partly the distractor's direction) at a modest amplitude, and
+the nuisance leaks into the same event subspace (``We M z_n``), so lighting/camera changes look like
+events in RGB.
 
 Modality ``j`` (``[T, d_j]``): a noisy nonlinear read-out of the same latents without the RGB
 nuisance, where an anomaly of class ``c`` appears as ``gain[j, c] * u_c`` (strong, separate from the
@@ -283,17 +284,13 @@ def generate_video(
     scene = world.scene_protos[plan.scene] + 0.25 * _ar1(rng, n, spec.k_scene, 0.97)  # (T, Ks)
     activity = _activity_track(rng, spec, world, n)  # (T, Ka)
     nuisance = _ar1(rng, n, spec.k_nuisance, spec.nuisance_ar)  # (T, Kn)
-    anomaly_ev = np.zeros((n, spec.k_event))  # u-part of anomalous events, (T, Ke)
-    distract_ev = np.zeros((n, spec.k_event))  # v-part of distractors, (T, Ke)
     distract_by_type = np.zeros((n, len(spec.classes)))  # (T, C)
     anomaly_by_class = np.zeros((n, len(spec.classes)))  # (T, C)
     for s, e in plan.events:
-        env = event_envelope(n, s, e) * rng.uniform(0.8, 1.2)
-        c = cls_index[plan.cls]
-        anomaly_by_class[:, c] += env
+        anomaly_by_class[:, cls_index[plan.cls]] += event_envelope(n, s, e) * rng.uniform(0.8, 1.2)
     for k, s, e in plan.distractors:
         distract_by_type[:, k] += event_envelope(n, s, e) * rng.uniform(0.8, 1.2)
-    anomaly_ev = anomaly_by_class @ world.anomaly_sig  # (T, Ke)
+    anomaly_ev = anomaly_by_class @ world.anomaly_sig  # u-part of anomalous events, (T, Ke)
     distract_ev = distract_by_type @ world.distractor_sig  # (T, Ke)
     anomaly_look_alike = anomaly_by_class @ world.distractor_sig  # the distractor direction of each anomaly
 
