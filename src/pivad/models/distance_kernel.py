@@ -26,7 +26,7 @@ BLOCK = 64  # block length of the banded product; every output sees >= BLOCK sni
 DENSE_MAX_T = 4 * BLOCK  # up to this T the dense T x T product costs about as much as the band
 
 
-def _official_e(dtype: torch.dtype) -> float:
+def _official_e() -> float:
     """``torch.exp(torch.tensor(1.))`` as the official code computes it (float32 e)."""
     return float(torch.exp(torch.tensor(1.0, dtype=torch.float32)))
 
@@ -35,7 +35,7 @@ def distance_kernel(T: int, device: torch.device | None = None, dtype: torch.dty
     """The official column-normalised kernel ``A2`` ``[T, T]`` (built in float32 as the official, then cast)."""
     pos = torch.arange(1, T + 1, device=device, dtype=torch.float32)  # (T,) exact integers, as linspace(1, T, T)
     dist = (pos[None, :] - pos[:, None]).abs()  # (T, T) |i - j|
-    k = torch.exp(-dist / _official_e(torch.float32))  # (T, T)
+    k = torch.exp(-dist / _official_e())  # (T, T)
     # QUIRK (official translayer.py): `attn2 / attn2.sum(-1)` broadcasts the row sums over the last axis,
     # i.e. column j is divided by the sum of row j. Kept for parity with published checkpoints.
     return (k / k.sum(-1)).to(dtype)
@@ -43,21 +43,21 @@ def distance_kernel(T: int, device: torch.device | None = None, dtype: torch.dty
 
 def column_scale(T: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``1 / s[j]`` ``[T]``, ``s[j] = Σ_k exp(-|j - k| / e)`` in closed form (float64, then cast)."""
-    r = math.exp(-1.0 / _official_e(torch.float32))
-    j = torch.arange(T, device=device, dtype=torch.float64)  # (T,)
+    r = math.exp(-1.0 / _official_e())
+    j = torch.arange(T, dtype=torch.float64)  # (T,) on the CPU: float64 is not on every device
     # Σ_{d=0..j} r^d + Σ_{d=1..T-1-j} r^d, as two geometric series
     s = (1.0 - r ** (j + 1)) / (1.0 - r) + (r - r ** (T - j)) / (1.0 - r)
-    return (1.0 / s).to(dtype)
+    return (1.0 / s).to(device=device, dtype=dtype)
 
 
 def band_blocks(device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``[3, BLOCK, BLOCK]``: the kernel between an output block and its previous, own and next input block."""
-    e = _official_e(torch.float32)
-    a = torch.arange(BLOCK, device=device, dtype=torch.float64)
-    offsets = torch.tensor([-BLOCK, 0, BLOCK], device=device, dtype=torch.float64)
+    e = _official_e()
+    a = torch.arange(BLOCK, dtype=torch.float64)
+    offsets = torch.tensor([-BLOCK, 0, BLOCK], dtype=torch.float64)
     # input position (within the 3-block window) minus output position
     d = (a[None, None, :] + offsets[:, None, None]) - a[None, :, None]  # (3, BLOCK, BLOCK)
-    return torch.exp(-d.abs() / e).to(dtype)
+    return torch.exp(-d.abs() / e).to(device=device, dtype=dtype)
 
 
 class DistanceKernelCache:

@@ -8,11 +8,12 @@ mode, including its quirks that change the numbers (each marked ``QUIRK``):
 - top-k sizes are ``T // 16 + 1`` over time and ``slots // 16 + 1`` over memory slots;
 - memory slots are drawn twice at init (so ``torch.manual_seed(s)`` gives the official initial weights).
 
-What differs (same outputs, less work): no CUDA calls; the distance kernel is shared by all heads,
-cached, and applied as a band for long videos (``O(T)`` memory); the softmax branch uses
-``F.scaled_dot_product_attention``; concatenations feeding a linear layer are split into sums of
-products; dropout and reparameterisation noise can be switched off cleanly (``dropout=0``,
-``sample=False``) for deterministic runs.
+What differs (same outputs up to float rounding, less work; docs/urdmu.md has the algebra): no CUDA
+calls; the distance kernel is shared by all heads and applied as a band for long videos (``O(T)``
+memory); the softmax branch uses ``F.scaled_dot_product_attention``; the distance branch's output
+projection is folded into its input projection; both memories are read in one product and their
+read-outs folded through ``encoder_mu``/``encoder_var``; the Conv1d is one product over time windows.
+Dropout and the reparameterisation noise switch off cleanly (``dropout=0``, ``sample=False``).
 
 Axes: B batch (videos x crops in eval), b videos, n crops, T snippets, D input width, H hidden width,
 S memory slots.
