@@ -200,22 +200,31 @@ def check_agreement(ref, sd: dict, model: URDMU, inputs: dict, train: bool = Tru
 # ------------------------------------------------------------------------------------------ timing
 
 
-def time_alternating(runners: dict[str, Callable], repeats: int) -> tuple[dict, dict]:
-    """Run each runner once to warm up, then ``repeats`` rounds in turn.
+def time_alternating(runners: dict[str, Callable], repeats: int, min_round_s: float = 1.0) -> tuple[dict, dict]:
+    """Run each runner once to warm up, then ``repeats`` rounds in turn (so load changes hit all alike).
 
-    Returns wall seconds and process CPU seconds (all threads) per call; on a shared machine the CPU
-    time is the steadier of the two.
+    Cases quicker than ``min_round_s`` run several times per round (the same count for every runner
+    of a case, at most 10). Returns wall seconds and process CPU seconds (all threads) per call.
     """
-    for fn in runners.values():
+    warm = {}
+    for name, fn in runners.items():
+        t0 = time.perf_counter()
         fn()
+        warm[name] = time.perf_counter() - t0
+    slowest: dict[str, float] = {}
+    for name, t in warm.items():
+        case = name.split("/", 1)[1]
+        slowest[case] = max(slowest.get(case, 0.0), t)
+    inner = {name: max(1, min(10, round(min_round_s / slowest[name.split("/", 1)[1]]))) for name in runners}
     wall: dict[str, list[float]] = {k: [] for k in runners}
     cpu: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(repeats):
         for name, fn in runners.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
+            for _ in range(inner[name]):
+                t0, c0 = time.perf_counter(), time.process_time()
+                fn()
+                wall[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
     return wall, cpu
 
 
