@@ -433,51 +433,48 @@ def _short(keys: list[str], n: int = 4) -> str:
     return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
-# official key -> pivad key (regular expressions, applied in order)
-_OFFICIAL_KEYS = [
-    (r"^embedding\.conv_1\.0\.", "embed."),
-    (r"^cls_head\.mlp\.0\.", "head.fc1."),
-    (r"^cls_head\.mlp\.2\.", "head.fc2."),
-    (r"^Amemory\.memory_block$", "memory_a.memory"),
-    (r"^Nmemory\.memory_block$", "memory_n.memory"),
-    (r"^selfatt\.layers\.(\d+)\.0\.norm\.", r"layers.\1.norm1."),
-    (r"^selfatt\.layers\.(\d+)\.0\.fn\.to_qkv\.", r"layers.\1.attn.to_qkv."),
-    (r"^selfatt\.layers\.(\d+)\.0\.fn\.to_out\.0\.", r"layers.\1.attn.to_out."),
-    (r"^selfatt\.layers\.(\d+)\.1\.norm\.", r"layers.\1.norm2."),
-    (r"^selfatt\.layers\.(\d+)\.1\.fn\.net\.0\.", r"layers.\1.ff.fc1."),
-    (r"^selfatt\.layers\.(\d+)\.1\.fn\.net\.3\.", r"layers.\1.ff.fc2."),
-    (r"^encoder_mu\.0\.", "encoder_mu."),
-    (r"^encoder_var\.0\.", "encoder_var."),
+# official key prefix <-> pivad key prefix; "{n}" stands for a transformer layer index
+_KEY_MAP = [
+    ("embedding.conv_1.0.", "embed."),
+    ("cls_head.mlp.0.", "head.fc1."),
+    ("cls_head.mlp.2.", "head.fc2."),
+    ("Amemory.memory_block", "memory_a.memory"),
+    ("Nmemory.memory_block", "memory_n.memory"),
+    ("selfatt.layers.{n}.0.norm.", "layers.{n}.norm1."),
+    ("selfatt.layers.{n}.0.fn.to_qkv.", "layers.{n}.attn.to_qkv."),
+    ("selfatt.layers.{n}.0.fn.to_out.0.", "layers.{n}.attn.to_out."),
+    ("selfatt.layers.{n}.1.norm.", "layers.{n}.norm2."),
+    ("selfatt.layers.{n}.1.fn.net.0.", "layers.{n}.ff.fc1."),
+    ("selfatt.layers.{n}.1.fn.net.3.", "layers.{n}.ff.fc2."),
+    ("encoder_mu.0.", "encoder_mu."),
+    ("encoder_var.0.", "encoder_var."),
 ]
+
+
+def _rename_table(src: int) -> list[tuple[str, str]]:
+    """Regex rules from column ``src`` of :data:`_KEY_MAP` to the other column (prefixes; whole keys
+    for the memory blocks, which have no trailing dot)."""
+    rules = []
+    for pair in _KEY_MAP:
+        a, b = pair[src], pair[1 - src]
+        pattern = "^" + re.escape(a).replace(r"\{n\}", r"(\d+)") + ("" if a.endswith(".") else "$")
+        rules.append((pattern, b.replace("{n}", r"\1")))
+    return rules
+
+
+_OFFICIAL_TO_PIVAD = _rename_table(0)
+_PIVAD_TO_OFFICIAL = _rename_table(1)
 
 
 def official_to_pivad(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename official UR-DMU keys to this module's; keys that match no rule are kept (and then rejected)."""
     sd = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in sd.items()}  # DataParallel
-    return {_rename(k, _OFFICIAL_KEYS): v for k, v in sd.items()}
-
-
-# pivad key -> official key (the inverse of _OFFICIAL_KEYS)
-_PIVAD_KEYS = [
-    (r"^embed\.", "embedding.conv_1.0."),
-    (r"^head\.fc1\.", "cls_head.mlp.0."),
-    (r"^head\.fc2\.", "cls_head.mlp.2."),
-    (r"^memory_a\.memory$", "Amemory.memory_block"),
-    (r"^memory_n\.memory$", "Nmemory.memory_block"),
-    (r"^layers\.(\d+)\.norm1\.", r"selfatt.layers.\1.0.norm."),
-    (r"^layers\.(\d+)\.attn\.to_qkv\.", r"selfatt.layers.\1.0.fn.to_qkv."),
-    (r"^layers\.(\d+)\.attn\.to_out\.", r"selfatt.layers.\1.0.fn.to_out.0."),
-    (r"^layers\.(\d+)\.norm2\.", r"selfatt.layers.\1.1.norm."),
-    (r"^layers\.(\d+)\.ff\.fc1\.", r"selfatt.layers.\1.1.fn.net.0."),
-    (r"^layers\.(\d+)\.ff\.fc2\.", r"selfatt.layers.\1.1.fn.net.3."),
-    (r"^encoder_mu\.", "encoder_mu.0."),
-    (r"^encoder_var\.", "encoder_var.0."),
-]
+    return {_rename(k, _OFFICIAL_TO_PIVAD): v for k, v in sd.items()}
 
 
 def pivad_to_official(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """This module's state dict under the official key names (loads into the official ``WSAD``)."""
-    return {_rename(k, _PIVAD_KEYS): v for k, v in sd.items()}
+    return {_rename(k, _PIVAD_TO_OFFICIAL): v for k, v in sd.items()}
 
 
 def _rename(key: str, table: list[tuple[str, str]]) -> str:
