@@ -11,6 +11,9 @@ same weights and inputs: its hard ``.cuda()`` calls are made no-ops in this proc
 checkout is edited), its outputs are checked against pivad's, and ratios official/pivad are printed
 (median over repeats after a warm-up; the two run alternately so machine load hits both alike).
 Peak memory is measured in fresh subprocesses (peak RSS over the RSS before the forward call).
+π-VAD (default ``Config()``, see ``pivad_cases``) runs on the same inputs and is compared with pivad's
+UR-DMU in a second table; its train step is taken at 8+8 crops x 200 (64+64 does not fit in 23 GB RAM),
+against a UR-DMU step on the same 16 crops.
 """
 
 from __future__ import annotations
@@ -82,13 +85,82 @@ def official_deterministic(net: torch.nn.Module) -> Callable[[], None]:
 # ---------------------------------------------------------------------------------------- π-VAD
 
 
-def pivad_cases(inputs: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
-    """π-VAD cases keyed like the UR-DMU ones (same inputs).
+PIVAD_TRAIN_PER_CLASS = 8  # π-VAD train step: 8 normal + 8 abnormal crops (the full 64+64 OOMs in 23 GB)
+PIVAD_TRAIN_CASE = f"train_step_{2 * PIVAD_TRAIN_PER_CLASS}x200"
 
-    TO BE FILLED by the inductor helper: return ``{"eval_10crop_T200": fn, ...}`` with zero-argument
-    callables that run ``pivad.models.PIVAD`` (default config) on ``inputs[case]``. Empty: not measured.
+
+def pivad_train_batch(inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``PIVAD_TRAIN_PER_CLASS`` normal and abnormal crops of the UR-DMU train input, and labels."""
+    x = inputs["train_step_128x200"]  # (128, 200, 1024), normal half first
+    n = PIVAD_TRAIN_PER_CLASS
+    x = torch.cat([x[:n], x[64 : 64 + n]])  # (2n, 200, 1024)
+    return x, torch.cat([torch.zeros(n), torch.ones(n)]).long()
+
+
+def pivad_cases(inputs: dict[str, torch.Tensor], teacher: URDMU | None = None) -> dict[str, Callable[[], object]]:
+    """π-VAD cases keyed like the UR-DMU ones (same inputs), default ``Config()``.
+
+    Eval runs the RGB-only ``student_only()`` model under ``no_grad``. ``train_step_128x200`` is one
+    step-2 step (forward with random modality features of the config's widths, ``pivad_loss`` L_second,
+    backward, Adam over the trainable parameters) at ``PIVAD_TRAIN_CASE``'s smaller batch, not 128 crops.
     """
-    return {}
+    from pivad.config import Config  # noqa: PLC0415
+    from pivad.losses.inductor import pivad_loss  # noqa: PLC0415
+    from pivad.models import build_model  # noqa: PLC0415
+
+    cfg = Config()
+    torch.manual_seed(0)
+    model = build_model("pivad", cfg)
+    if teacher is not None:
+        model.student.load_state_dict(teacher.state_dict())
+    model.set_teacher(teacher if teacher is not None else URDMU(cfg.model))
+    infer = copy.deepcopy(model).student_only()  # its own weights: the train step below moves the model's
+
+    def run_eval(x: torch.Tensor) -> Callable[[], torch.Tensor]:
+        def fn() -> torch.Tensor:
+            infer.eval()
+            with torch.no_grad():
+                return infer(x)
+
+        return fn
+
+    x, labels = pivad_train_batch(inputs)
+    g = torch.Generator().manual_seed(1)
+    mods = {m.name: torch.randn(x.shape[0], x.shape[1], m.dim, generator=g) for m in cfg.data.modalities}  # (B, T, d_j)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.train.lr, betas=(0.9, 0.999), weight_decay=cfg.train.weight_decay)
+
+    def train_step() -> float:
+        model.train()
+        total, _ = pivad_loss(model(x, modalities=mods, phase="second"), labels, cfg.loss, "second")
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        return total.item()
+
+    return {
+        "eval_10crop_T200": run_eval(inputs["eval_10crop_T200"]),
+        "eval_1crop_T6749": run_eval(inputs["eval_1crop_T6749"]),
+        "train_step_128x200": train_step,
+    }
+
+
+def urdmu_small_train_step(model: URDMU, inputs: dict[str, torch.Tensor]) -> Callable[[], float]:
+    """pivad's UR-DMU train step on π-VAD's smaller batch, so the train ratio compares like with like."""
+    net = URDMU(model.cfg)
+    net.load_state_dict(model.state_dict())
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.9, 0.999), weight_decay=5e-5)
+    x, labels = pivad_train_batch(inputs)
+
+    def train_step() -> float:
+        net.train()
+        total, _ = mil_loss(net(x), labels)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        return total.item()
+
+    return train_step
 
 
 # ------------------------------------------------------------------------------------------ cases
@@ -295,9 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     bf16 = pivad_runners(copy.deepcopy(model).to(torch.bfloat16), inputs, torch.bfloat16)
     for k in ("eval_10crop_T200", "eval_1crop_T6749"):
         runners[f"pivad-bf16/{k}"] = bf16[k]
-    pv_cases = pivad_cases(inputs)
+    pv_cases = {k: v for k, v in pivad_cases(inputs, model).items() if k in cases}
     for k, fn in pv_cases.items():
         runners[f"pi-vad/{k}"] = fn
+    if "train_step_128x200" in pv_cases:
+        runners[f"pivad/{PIVAD_TRAIN_CASE}"] = urdmu_small_train_step(model, inputs)
     if not pv_cases:
         print("π-VAD: not measured (pivad_cases() in benchmarks/bench_models.py is not filled yet)", file=sys.stderr)
     result: dict = {
@@ -347,14 +421,45 @@ def render(result: dict, cases: list[str]) -> str:
         c_ratio = f"{c_off / c_own:.2f}x" if c_off and c_own else "-"
         diff = agree.get(c)
         diff_s = "-" if diff is None else (f"{diff:.1e} (rel, losses)" if c.startswith("train") else f"{diff:.1e}")
-        lines.append(f"| {c} | {_fmt(off)} | {_fmt(own)} | {ratio} | {c_ratio} | {_fmt(bf)} | {_fmt(pv)} | {diff_s} |")
+        pv_s = f"{_fmt(pv)} ({PIVAD_TRAIN_CASE[len('train_step_'):]})" if pv and c.startswith("train") else _fmt(pv)
+        lines.append(f"| {c} | {_fmt(off)} | {_fmt(own)} | {ratio} | {c_ratio} | {_fmt(bf)} | {pv_s} | {diff_s} |")
     lines.append("")
+    lines += render_pivad(result, cases)
     lines.append("bf16 max |score - fp32 score|: " + ", ".join(f"{k} {v:.1e}" for k, v in result["bf16_max_abs_score_diff"].items()))
     mem = result.get("peak_memory_mib", {})
     if mem:
         lines.append("peak memory of one eval forward, one crop (MiB over the RSS before it): "
                      + ", ".join(f"{k} {'-' if v is None else v}" for k, v in mem.items()))
     return "\n".join(lines)
+
+
+SNIPPETS = {"eval_10crop_T200": 10 * 200, "eval_1crop_T6749": T_LONG, "train_step_128x200": 128 * 200,
+            PIVAD_TRAIN_CASE: 2 * PIVAD_TRAIN_PER_CLASS * 200}
+
+
+def render_pivad(result: dict, cases: list[str]) -> list[str]:
+    """π-VAD against pivad's UR-DMU, same run: seconds, snippets/s (crop-snippets), π-VAD/UR-DMU time ratios."""
+    med, cpu = result["seconds_median"], result["cpu_seconds_median"]
+    if not any(k.startswith("pi-vad/") for k in med):
+        return []
+    head = "π-VAD (default Config(), eval: student_only()) vs pivad's UR-DMU, same run"
+    if "pi-vad/train_step_128x200" in med:
+        head += (f"; the train step is π-VAD step 2 (L_second) and UR-DMU's L_MIL step, both at {PIVAD_TRAIN_PER_CLASS}+"
+                 f"{PIVAD_TRAIN_PER_CLASS} crops x 200 (π-VAD at 64+64 does not fit in 23 GB RAM)")
+    lines = [head + ":",
+             "| case | UR-DMU (s) | π-VAD (s) | UR-DMU snippets/s | π-VAD snippets/s | π-VAD/UR-DMU wall | π-VAD/UR-DMU CPU |",
+             "|---|---|---|---|---|---|---|"]
+    for c in cases:
+        pv, c_pv = med.get(f"pi-vad/{c}"), cpu.get(f"pi-vad/{c}")
+        if pv is None:
+            continue
+        ref_case = PIVAD_TRAIN_CASE if c.startswith("train") else c
+        ur, c_ur = med.get(f"pivad/{ref_case}"), cpu.get(f"pivad/{ref_case}")
+        n = SNIPPETS[ref_case]
+        lines.append(f"| {ref_case} | {_fmt(ur)} | {_fmt(pv)} | {n / ur:,.0f} | {n / pv:,.0f} | {pv / ur:.2f}x "
+                     f"| {c_pv / c_ur:.2f}x |")
+    lines.append("")
+    return lines
 
 
 def _fmt(s: float | None) -> str:
