@@ -372,3 +372,21 @@ def test_bfloat16_inference_switch():
         low = model.to(torch.bfloat16)(x)
     assert low.dtype == torch.float32 and torch.isfinite(low).all()
     torch.testing.assert_close(low, ref, atol=2e-2, rtol=0)
+
+
+def test_kernel_cached_in_inference_mode_works_in_training():
+    # The distance-kernel cache is module-level: an entry first built inside inference_mode
+    # (evaluation) must not poison a later training step at the same T.
+    from pivad.models.distance_kernel import _CACHE
+
+    _CACHE._store.clear()
+    cfg = URDMUConfig(input_dim=8, hidden_dim=8, heads=2, dim_head=4, mlp_dim=8, a_nums=4, n_nums=4, head_dim=4)
+    model = URDMU(cfg)
+    x = torch.rand(2, 5, 8)
+    model.eval()
+    with torch.inference_mode():
+        model(x)
+    model.train()
+    out = model(x)
+    out.scores.sum().backward()
+    assert model.embed.weight.grad is not None

@@ -70,7 +70,9 @@ class DistanceKernelCache:
     def get(self, key: tuple, build) -> torch.Tensor:
         hit = self._store.pop(key, None)
         if hit is None:
-            hit = build()
+            # plain tensors: an entry first built under inference_mode must stay usable in training
+            with torch.inference_mode(False), torch.no_grad():
+                hit = build()
         self._store[key] = hit  # most recent last
         while len(self._store) > self.max_entries:
             self._store.pop(next(iter(self._store)))
