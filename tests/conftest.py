@@ -26,3 +26,20 @@ def shared_dir() -> Path:
 def data_dir() -> Path:
     """Small real fixtures copied into tests/data (with licences)."""
     return DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """The synthetic ``tiny`` preset (seed 0), written once per session; tests only read it."""
+    from pivad.data.synth import write_synthetic_dataset
+
+    return write_synthetic_dataset(tmp_path_factory.mktemp("tiny"), preset="tiny")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP wake-up latency (large on a loaded machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

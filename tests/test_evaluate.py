@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from pivad.cli import main
-from pivad.data.synth import write_synthetic_dataset
 from pivad.engine.checkpoint import load_inference_model, load_model
 from pivad.engine.evaluate import GroundTruth, VideoResult, score_video, topk_video_score, video_level_auc
 from pivad.engine.report import evaluate_run
@@ -18,14 +17,9 @@ from test_resume import tiny_config
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return write_synthetic_dataset(tmp_path_factory.mktemp("tiny"), preset="tiny")
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_dir):
+def run_dir(tmp_path_factory, tiny_dataset):
     run = tmp_path_factory.mktemp("run")
-    cfg = tiny_config(data_dir, train={"teacher_steps": 2, "warmup_steps": 1, "steps": 2, "eval_every": 2,
+    cfg = tiny_config(tiny_dataset, train={"teacher_steps": 2, "warmup_steps": 1, "steps": 2, "eval_every": 2,
                                        "selection": "test"})
     train(cfg, run, progress=False)
     return run
@@ -56,15 +50,15 @@ def test_video_level_selection_score_by_hand():
     assert video_level_auc(vids[1:]) is None  # one class only
 
 
-def test_ground_truth_from_vector_equals_annotation(data_dir):
+def test_ground_truth_from_vector_equals_annotation(tiny_dataset):
     from pivad.data.datasets import build_datasets
 
-    cfg = tiny_config(data_dir)
+    cfg = tiny_config(tiny_dataset)
     test = build_datasets(cfg, train=False, progress=False).test
     vids = [VideoResult(v.name, v.label, v.cls, np.zeros(v.rgb.shape[1])) for v in test]
     GroundTruth(cfg.data.annotation, "ucf").attach(vids)
     ann = np.concatenate([v.frame_gt for v in vids])
-    GroundTruth(gt_path=str(data_dir / "gt.npy")).attach(vids)
+    GroundTruth(gt_path=str(tiny_dataset / "gt.npy")).attach(vids)
     assert np.array_equal(np.concatenate([v.frame_gt for v in vids]), ann) and ann.sum() > 0
 
 

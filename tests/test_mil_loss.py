@@ -14,13 +14,7 @@ LN2 = math.log(2.0)
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP wake-up latency (large on a loaded machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 def _out(scores, att, triplet=1.0, kl=2.0, distance=100.0) -> URDMUOutput:
     half = scores.shape[0] // 2

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from pivad.config import load_config
-from pivad.data.synth import write_synthetic_dataset
 from pivad.engine.checkpoint import load_checkpoint
 from pivad.engine.trainer import train
 
@@ -20,22 +19,17 @@ TINY = {
 }
 
 
-def tiny_config(data_dir, **sections):
+def tiny_config(tiny_dataset, **sections):
     import json
 
     from pivad.config import merge_dict
 
-    meta = json.loads((data_dir / "meta.json").read_text())
-    data = {"root": str(data_dir), "train_list": str(data_dir / "lists/train.list"),
-            "test_list": str(data_dir / "lists/test.list"), "annotation": str(data_dir / "annotations.txt"),
-            "modality_root": str(data_dir / "modalities"), "modalities": meta["modalities"]}
+    meta = json.loads((tiny_dataset / "meta.json").read_text())
+    data = {"root": str(tiny_dataset), "train_list": str(tiny_dataset / "lists/train.list"),
+            "test_list": str(tiny_dataset / "lists/test.list"), "annotation": str(tiny_dataset / "annotations.txt"),
+            "modality_root": str(tiny_dataset / "modalities"), "modalities": meta["modalities"]}
     values = merge_dict(merge_dict(TINY, {"data": data}), sections)
     return load_config(None, values)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return write_synthetic_dataset(tmp_path_factory.mktemp("tiny"), preset="tiny")
 
 
 def _weights(path):
@@ -49,16 +43,16 @@ def _assert_same(a, b):
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory, data_dir):
+def full_run(tmp_path_factory, tiny_dataset):
     run_dir = tmp_path_factory.mktemp("full")
-    result = train(tiny_config(data_dir), run_dir, progress=False)
+    result = train(tiny_config(tiny_dataset), run_dir, progress=False)
     assert not result.interrupted and result.global_step == 10
     return run_dir
 
 
 @pytest.mark.parametrize("stop_at", [3, 7])  # inside the teacher phase; inside π-VAD step 2
-def test_resume_reaches_the_same_weights(tmp_path, data_dir, full_run, stop_at):
-    cfg = tiny_config(data_dir)
+def test_resume_reaches_the_same_weights(tmp_path, tiny_dataset, full_run, stop_at):
+    cfg = tiny_config(tiny_dataset)
 
     part = train(cfg, tmp_path / "part", stop_after=stop_at, progress=False)
     assert part.interrupted and part.global_step == stop_at
@@ -75,14 +69,14 @@ def test_resume_reaches_the_same_weights(tmp_path, data_dir, full_run, stop_at):
     assert steps == sorted(steps) and len(steps) == len(set(steps)) == 10  # replayed steps not logged twice
 
 
-def test_resume_without_checkpoint_is_a_clear_error(tmp_path, data_dir):
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, tiny_dataset):
     from pivad.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="nothing to resume"):
-        train(tiny_config(data_dir), tmp_path / "empty", resume=True, progress=False)
+        train(tiny_config(tiny_dataset), tmp_path / "empty", resume=True, progress=False)
 
 
-def test_sigterm_checkpoints_and_resume_matches(tmp_path, data_dir):
+def test_sigterm_checkpoints_and_resume_matches(tmp_path, tiny_dataset):
     """A real signal: `pivad train` in a subprocess gets SIGTERM mid-run, checkpoints, exits 130;
     `--resume` then ends with the weights of an uninterrupted run."""
     import json
@@ -93,7 +87,7 @@ def test_sigterm_checkpoints_and_resume_matches(tmp_path, data_dir):
 
     from pivad.config import save_config
 
-    cfg = tiny_config(data_dir, train={"teacher_steps": 40, "warmup_steps": 2, "steps": 4, "eval_every": 20})
+    cfg = tiny_config(tiny_dataset, train={"teacher_steps": 40, "warmup_steps": 2, "steps": 4, "eval_every": 20})
     save_config(cfg, tmp_path / "cfg.yaml")
     run_dir = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "pivad.cli", "train", "-c", str(tmp_path / "cfg.yaml"),

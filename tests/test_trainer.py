@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from pivad.config import Config
-from pivad.data.synth import write_synthetic_dataset
 from pivad.engine.checkpoint import load_checkpoint, load_model
 from pivad.engine.trainer import plan_phases, train
 from pivad.errors import CheckpointError, ConfigError
@@ -16,14 +15,9 @@ from test_resume import tiny_config
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return write_synthetic_dataset(tmp_path_factory.mktemp("tiny"), preset="tiny")
-
-
-@pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory, data_dir):
+def teacher_run(tmp_path_factory, tiny_dataset):
     run_dir = tmp_path_factory.mktemp("urdmu")
-    cfg = tiny_config(data_dir, train={"model": "urdmu", "teacher_steps": 4, "eval_every": 2})
+    cfg = tiny_config(tiny_dataset, train={"model": "urdmu", "teacher_steps": 4, "eval_every": 2})
     result = train(cfg, run_dir, progress=False)
     return run_dir, result
 
@@ -62,9 +56,9 @@ def test_urdmu_run_writes_checkpoints_and_log(teacher_run):
     assert [r["global_step"] for r in records if "selection_score" in r] == [2, 4]
 
 
-def test_pivad_from_own_teacher_checkpoint(tmp_path, data_dir, teacher_run):
+def test_pivad_from_own_teacher_checkpoint(tmp_path, tiny_dataset, teacher_run):
     run_dir, _ = teacher_run
-    cfg = tiny_config(data_dir, train={"teacher_ckpt": str(run_dir / "best.pt"), "warmup_steps": 1, "steps": 2,
+    cfg = tiny_config(tiny_dataset, train={"teacher_ckpt": str(run_dir / "best.pt"), "warmup_steps": 1, "steps": 2,
                                        "eval_every": 2})
     result = train(cfg, tmp_path / "pv", progress=False)
     assert result.global_step == 3 and not (tmp_path / "pv" / "teacher.pt").exists()
@@ -75,11 +69,11 @@ def test_pivad_from_own_teacher_checkpoint(tmp_path, data_dir, teacher_run):
         assert torch.equal(model.teacher.state_dict()[k], v), k
 
 
-def test_pivad_from_official_teacher_state_dict(tmp_path, data_dir):
+def test_pivad_from_official_teacher_state_dict(tmp_path, tiny_dataset):
     from pivad.models import URDMU
     from pivad.models.urdmu import pivad_to_official
 
-    cfg = tiny_config(data_dir, train={"warmup_steps": 1, "steps": 1, "eval_every": 1})
+    cfg = tiny_config(tiny_dataset, train={"warmup_steps": 1, "steps": 1, "eval_every": 1})
     official = pivad_to_official(URDMU(cfg.model).state_dict())
     torch.save(official, tmp_path / "official.pth")
     cfg.train.teacher_ckpt = str(tmp_path / "official.pth")
@@ -89,11 +83,11 @@ def test_pivad_from_official_teacher_state_dict(tmp_path, data_dir):
     assert all(torch.equal(model.teacher.state_dict()[k], v) for k, v in own.items())
 
 
-def test_teacher_with_other_widths_is_refused(tmp_path, data_dir, teacher_run):
+def test_teacher_with_other_widths_is_refused(tmp_path, tiny_dataset, teacher_run):
     run_dir, _ = teacher_run
-    cfg = tiny_config(data_dir, model={"hidden_dim": 24}, train={"teacher_ckpt": str(run_dir / "best.pt")})
+    cfg = tiny_config(tiny_dataset, model={"hidden_dim": 24}, train={"teacher_ckpt": str(run_dir / "best.pt")})
     with pytest.raises(ConfigError, match="teacher widths"):
         train(cfg, tmp_path / "bad", progress=False)
-    cfg = tiny_config(data_dir, train={"teacher_ckpt": str(tmp_path / "nope.pt")})
+    cfg = tiny_config(tiny_dataset, train={"teacher_ckpt": str(tmp_path / "nope.pt")})
     with pytest.raises(CheckpointError, match="nope.pt: no such checkpoint"):
         train(cfg, tmp_path / "bad2", progress=False)
