@@ -42,7 +42,8 @@ import numpy as np
 
 from pivad.detect.pipeline import SnippetEncoder, StageTimer
 from pivad.errors import PivadError, VideoError
-from pivad.video.decode import SNIPPET
+from pivad.video.decode import SNIPPET, decode_rgb, error_reason
+
 
 DEFAULT_WINDOW = 200  # snippets, used when the model's config does not say (data.num_segments)
 MJPEG_SUFFIXES = (".mjpeg", ".mjpg")
@@ -119,11 +120,6 @@ def open_source(source: str, idle_timeout: float = 5.0, poll: float = 0.05) -> S
     return _open_av(str(path), GrowingFile(path, idle_timeout, poll), None, fmt)
 
 
-def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:160]
-
-
 def _open_av(name: str, target, options: dict | None, fmt: str | None) -> Source:
     import av
 
@@ -132,7 +128,7 @@ def _open_av(name: str, target, options: dict | None, fmt: str | None) -> Source
     except Exception as exc:  # noqa: BLE001 - FFmpeg raises many error types
         if hasattr(target, "close"):
             target.close()
-        raise VideoError(f"{name}: cannot open as a video ({_reason(exc)})") from None
+        raise VideoError(f"{name}: cannot open as a video ({error_reason(exc)})") from None
     if not container.streams.video:
         container.close()
         raise VideoError(f"{name}: no video stream")
@@ -142,15 +138,7 @@ def _open_av(name: str, target, options: dict | None, fmt: str | None) -> Source
 
     def frames() -> Iterator[np.ndarray]:
         try:
-            decoded = container.decode(stream)
-            while True:
-                try:
-                    frame = next(decoded)
-                except StopIteration:
-                    return
-                except Exception as exc:  # noqa: BLE001
-                    raise VideoError(f"{name}: decoding failed ({_reason(exc)})") from None
-                yield frame.to_ndarray(format="rgb24")  # (H, W, 3)
+            yield from decode_rgb(container, stream, name)  # (H, W, 3)
         finally:
             container.close()
             if hasattr(target, "close"):

@@ -63,9 +63,24 @@ def _check_file(path: Path) -> None:
         raise VideoError(f"{path}: empty file")
 
 
-def _reason(exc: BaseException) -> str:
+def error_reason(exc: BaseException) -> str:
+    """A decoder exception as a short one-line reason for a user-facing error."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+def decode_rgb(container, stream, name: object) -> Iterator[np.ndarray]:
+    """RGB frames ``uint8 (H, W, 3)`` of a PyAV video ``stream``; a decoder failure becomes a
+    one-line VideoError naming ``name``. The caller owns (and closes) the container."""
+    decoded = container.decode(stream)
+    while True:
+        try:
+            frame = next(decoded)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001
+            raise VideoError(f"{name}: decoding failed ({error_reason(exc)})") from None
+        yield frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
 
 
 def _open_av(path: Path):
@@ -74,7 +89,7 @@ def _open_av(path: Path):
     try:
         container = av.open(str(path), mode="r")
     except Exception as exc:  # noqa: BLE001 - FFmpeg raises many error types for bad input
-        raise VideoError(f"{path}: cannot open as a video ({_reason(exc)})") from None
+        raise VideoError(f"{path}: cannot open as a video ({error_reason(exc)})") from None
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path}: no video stream")
@@ -98,7 +113,7 @@ def probe(path: str | Path) -> VideoInfo:
             try:
                 n_frames = sum(1 for packet in container.demux(stream) if packet.size)
             except Exception as exc:  # noqa: BLE001
-                raise VideoError(f"{path}: cannot read the video stream ({_reason(exc)})") from None
+                raise VideoError(f"{path}: cannot read the video stream ({error_reason(exc)})") from None
     finally:
         container.close()
     if width <= 0 or height <= 0:
@@ -148,15 +163,7 @@ def _iter_frames_av(path: Path) -> Iterator[np.ndarray]:
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame/slice threads inside FFmpeg; frames still come in order
-        decoded = container.decode(stream)
-        while True:
-            try:
-                frame = next(decoded)
-            except StopIteration:
-                break
-            except Exception as exc:  # noqa: BLE001
-                raise VideoError(f"{path}: decoding failed ({_reason(exc)})") from None
-            yield frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+        yield from decode_rgb(container, stream, path)
     finally:
         container.close()
 
