@@ -110,3 +110,41 @@ def test_bad_construction_arguments():
         PMG(16, 8, {})
     with pytest.raises(ValueError, match="depth"):
         CMI(16, WIDTHS, depth=0)
+
+
+def test_cmi_residual_between_adds_f_star_only_between_blocks():
+    torch.manual_seed(0)
+    cmi = CMI(16, WIDTHS, depth=3, heads=4, mlp_ratio=2.0, dropout=0.0, residual="between").eval()
+    f = torch.randn(2, 9, 16)
+    mods = {n: torch.randn(2, 9, d) for n, d in WIDTHS.items()}
+    h = cmi.fuse(torch.cat([cmi.proj[n](mods[n]) for n in WIDTHS], dim=-1))
+    h = cmi.blocks[0](h)
+    for block in cmi.blocks[1:]:
+        h = block(h + f)
+    assert torch.allclose(cmi(f, mods)[0], h, atol=1e-6)
+    one = CMI(16, WIDTHS, depth=1, heads=4, residual="between").eval()  # K = 1: F* enters only via modalities
+    assert torch.equal(one(f, mods)[0], one(torch.zeros_like(f), mods)[0])
+    acts = one.modality_activations(f, mods)  # the decomposition still holds without F* in the first block
+    assert set(acts) == set(WIDTHS) and all(a.shape == (2, 9) for a in acts.values())
+    with pytest.raises(ValueError, match="cmi_residual"):
+        CMI(16, WIDTHS, residual="sometimes")
+
+
+def test_pi_standardize_normalises_targets_and_real_inputs():
+    torch.manual_seed(0)
+    mods = {n: 3.0 + 0.5 * torch.randn(2, 6, d) for n, d in WIDTHS.items()}
+    stats = {n: (m.reshape(-1, m.shape[-1]).mean(0), m.reshape(-1, m.shape[-1]).std(0)) for n, m in mods.items()}
+    pi = PI(16, WIDTHS, latent_dim=8, depth=1, heads=2, standardize=True)
+    assert torch.equal(pi.normalise(mods)["pose"], mods["pose"] - 0.0)  # mean 0, std 1 until set
+    pi.set_modality_stats(stats)
+    z = pi.normalise(mods)
+    for n in WIDTHS:
+        flat = z[n].reshape(-1, WIDTHS[n])
+        assert torch.allclose(flat.mean(0), torch.zeros(WIDTHS[n]), atol=1e-5)
+        assert torch.allclose(flat.std(0), torch.ones(WIDTHS[n]), atol=1e-4)
+    real = PI(16, WIDTHS, latent_dim=8, depth=1, heads=2, source="real", standardize=True).eval()
+    real.set_modality_stats(stats)
+    f = torch.randn(2, 6, 16)
+    assert torch.equal(real(f, mods).out, real.cmi(f, z)[0])  # CMI reads the standardised real features
+    with pytest.raises(ValueError, match="standardize"):
+        PI(16, WIDTHS, latent_dim=8, depth=1, heads=2).set_modality_stats(stats)

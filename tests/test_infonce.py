@@ -138,3 +138,30 @@ def test_pivad_loss_second_phase_adds_weighted_terms_to_mil():
     mil, _ = mil_loss(student, labels)
     assert total.item() == pytest.approx(mil.item() + 0.1 * 2.0 + 0.5 * 3.0 + 1.0, rel=1e-6)
     assert parts["mil"] == pytest.approx(mil.item()) and any(k.startswith("mil/") for k in parts)
+
+
+def test_repeated_snippets_marks_runs_of_identical_rows():
+    from pivad.losses.inductor import repeated_snippets
+
+    x = torch.tensor([[[1.0, 0], [1.0, 0], [2.0, 0], [1.0, 0]]])  # rows 0 and 1 repeat; row 3 equals them but is apart
+    same = repeated_snippets(x)[0]
+    expected = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
+    assert torch.equal(same, expected)
+
+
+def test_infonce_exclude_leaves_copies_out_of_the_negatives():
+    torch.manual_seed(0)
+    a, z = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    none = torch.zeros(2, 5, 5, dtype=torch.bool)
+    for form in ("paper", "standard"):
+        assert torch.allclose(infonce(a, z, form=form, exclude=none), infonce(a, z, form=form))
+    # exclude snippets 0 <-> 1 (one direction, by hand): row 0's denominator loses k = 1
+    ex = none.clone()
+    ex[:, 0, 1] = ex[:, 1, 0] = True
+    s = torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(z, dim=-1).transpose(1, 2) / 0.1
+    keep = ~(torch.eye(5, dtype=torch.bool) | ex[0])
+    rows = [torch.logsumexp(s[b, i][keep[i]], 0) - s[b, i, i] for b in range(2) for i in range(5)]
+    assert torch.allclose(infonce(a, z, form="paper", direction="rgb_to_modality", exclude=ex), torch.stack(rows).mean())
+    # a video whose snippets are all one copy has no negatives: 0, not inf or nan
+    full = torch.ones(2, 5, 5, dtype=torch.bool)
+    assert infonce(a, z, form="paper", exclude=full).item() == 0.0

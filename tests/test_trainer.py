@@ -91,3 +91,32 @@ def test_teacher_with_other_widths_is_refused(tmp_path, tiny_dataset, teacher_ru
     cfg = tiny_config(tiny_dataset, train={"teacher_ckpt": str(tmp_path / "nope.pt")})
     with pytest.raises(CheckpointError, match="nope.pt: no such checkpoint"):
         train(cfg, tmp_path / "bad2", progress=False)
+
+
+def test_student_init_teacher_copies_the_teacher(tmp_path, tiny_dataset, teacher_run):
+    run_dir, _ = teacher_run
+    cfg = tiny_config(tiny_dataset, train={"teacher_ckpt": str(run_dir / "best.pt"), "warmup_steps": 1, "steps": 1,
+                                           "eval_every": 2, "student_init": "teacher", "lr": 0.0,
+                                           "weight_decay": 0.0})
+    result = train(cfg, tmp_path / "pv", progress=False)
+    teacher, _, _ = load_model(run_dir / "best.pt")
+    student = result.model.student.state_dict()
+    for k, v in teacher.state_dict().items():  # lr 0: the student is still the copy it started from
+        assert torch.equal(student[k], v), k
+    cfg.train.student_init = "other"
+    with pytest.raises(ConfigError, match="student_init"):
+        plan_phases(cfg)
+
+
+def test_pmg_standardize_sets_training_statistics(tmp_path, tiny_dataset, teacher_run):
+    run_dir, _ = teacher_run
+    cfg = tiny_config(tiny_dataset, train={"teacher_ckpt": str(run_dir / "best.pt"), "warmup_steps": 1, "steps": 1,
+                                           "eval_every": 2}, inductor={"pmg_standardize": True})
+    result = train(cfg, tmp_path / "pv", progress=False)
+    for pi in result.model.inductors.values():
+        for m in cfg.data.modalities:
+            std = getattr(pi, f"std_{m.name}")
+            assert std.shape == (m.dim,) and not torch.all(std == 1)  # set from the data, not the init
+    reloaded, _, _ = load_model(tmp_path / "pv" / "last.pt")  # the statistics travel in the checkpoint
+    a, b = reloaded.state_dict(), result.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if "std_" in k or "mean_" in k)

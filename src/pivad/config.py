@@ -86,6 +86,10 @@ class InductorConfig:
     tau: float = 0.1  # InfoNCE temperature
     infonce_form: str = "paper"  # paper: positive left out of the denominator | standard
     modality_source: str = "pseudo"  # pseudo: PMG outputs feed CMI | real: given modality features feed CMI
+    cmi_residual: str = "every"  # where F* joins the CMI stream: every (before each of the K blocks) | between (the paper's wording: K - 1 times)
+    align_detach: bool = False  # stop the gradient of L_align into F* (only PMG and the projections move)
+    align_mask_repeats: bool = False  # leave snippets that are exact copies of the positive (resampling repeats) out of the negatives
+    pmg_standardize: bool = False  # PMG targets (and real modalities fed to CMI) standardised per dimension with training-set statistics
 
 
 @dataclass
@@ -101,10 +105,12 @@ class LossConfig:
 class TrainConfig:
     model: str = "pivad"  # what to train: urdmu (teacher/baseline only) | pivad (teacher, then student)
     teacher_ckpt: str = ""  # load the teacher from this checkpoint (own or official UR-DMU state dict)
+    student_init: str = "random"  # π-VAD student before step 1: random (the paper) | teacher (a copy of the teacher's weights)
     teacher_steps: int = 3000  # UR-DMU teacher iterations when it is trained here
     warmup_steps: int = 300  # π-VAD step 1 (L_first) iterations
     steps: int = 3000  # π-VAD step 2 (L_second) iterations
     lr: float = 1e-4  # Adam learning rate
+    inductor_lr: float = 0.0  # Adam learning rate of the PIs (PMG + CMI) in π-VAD's steps 1 and 2 (0: train.lr)
     weight_decay: float = 5e-5  # Adam weight decay
     seed: int = 2022  # random seed
     deterministic: bool = False  # torch deterministic algorithms

@@ -61,6 +61,8 @@ def plan_phases(cfg: Config) -> list[tuple[str, int]]:
         raise ConfigError(f"train.model: expected urdmu or pivad, got {t.model!r}")
     if t.selection not in ("val", "test"):
         raise ConfigError(f"train.selection: expected val or test, got {t.selection!r}")
+    if t.student_init not in ("random", "teacher"):
+        raise ConfigError(f"train.student_init: expected random or teacher, got {t.student_init!r}")
     if t.model == "urdmu":
         return [("teacher", t.teacher_steps)]
     phases = [] if t.teacher_ckpt else [("teacher", t.teacher_steps)]
@@ -178,9 +180,16 @@ class Trainer:
         return build_model(kind, self.cfg).to(self.device)
 
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """Adam; with ``train.inductor_lr`` the PIs (PMG + CMI) form a second group at that rate."""
         t = self.cfg.train
         params = [p for p in model.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=t.lr, betas=(0.9, 0.999), weight_decay=t.weight_decay)
+        inductors = getattr(model, "inductors", None)
+        if inductors is None or t.inductor_lr <= 0:
+            return torch.optim.Adam(params, lr=t.lr, betas=(0.9, 0.999), weight_decay=t.weight_decay)
+        own = {id(p) for p in inductors.parameters()}
+        groups = [{"params": [p for p in params if id(p) not in own]},
+                  {"params": [p for p in params if id(p) in own], "lr": t.inductor_lr}]
+        return torch.optim.Adam(groups, lr=t.lr, betas=(0.9, 0.999), weight_decay=t.weight_decay)
 
     def _load_teacher(self) -> torch.nn.Module:
         """The frozen UR-DMU teacher: this run's ``teacher.pt`` or ``train.teacher_ckpt``."""
@@ -199,9 +208,23 @@ class Trainer:
             model = self._new_model("urdmu")
         else:
             model = self._new_model("pivad")
-            model.set_teacher(self._load_teacher())
+            teacher = self._load_teacher()
+            model.set_teacher(teacher)
+            if self.cfg.train.student_init == "teacher":
+                model.student.load_state_dict(teacher.state_dict())
+            if self.cfg.inductor.pmg_standardize:
+                model.set_modality_stats(self._modality_stats())
         ddp.broadcast_parameters(model, self.info)
         return model
+
+    def _modality_stats(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per-dimension mean and std of each modality over the training videos' (resampled) snippets."""
+        parts = [s.modalities for s in (self.data.train_normal, self.data.train_abnormal)]
+        stats = {}
+        for m in self.cfg.data.modalities:
+            rows = torch.cat([p[m.name].reshape(-1, m.dim) for p in parts]).double()  # (V·N, d)
+            stats[m.name] = (rows.mean(0).float().to(self.device), rows.std(0).float().to(self.device))
+        return stats
 
     # -------------------------------------------------------------------------------- checkpoints
 

@@ -49,15 +49,37 @@ def similarity_logits(rgb: torch.Tensor, modality: torch.Tensor, tau: float) -> 
     return torch.einsum("bid,bkd->bik", a, z) / tau  # (B, T, T)
 
 
-def _one_direction(logits: torch.Tensor, form: str) -> torch.Tensor:
-    """−mean_i log( exp(S_ii) / Σ_k exp(S_ik) ), the sum over k ≠ i in the paper form. (B, T, T) -> ()."""
+def _one_direction(logits: torch.Tensor, form: str, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """−mean_i log( exp(S_ii) / Σ_k exp(S_ik) ), the sum over k ≠ i in the paper form. (B, T, T) -> ().
+
+    ``exclude`` (B, T, T) bool leaves the marked k out of row i's negatives (never the positive itself);
+    a row left with an empty denominator contributes 0.
+    """
     t = logits.shape[-1]
     positive = torch.diagonal(logits, dim1=-2, dim2=-1)  # (B, T)
-    if form == "paper":
-        eye = torch.eye(t, dtype=torch.bool, device=logits.device)
-        logits = logits.masked_fill(eye, float("-inf"))  # leave the positive out of the denominator
+    eye = torch.eye(t, dtype=torch.bool, device=logits.device)
+    drop = eye if form == "paper" else None  # the paper leaves the positive out of the denominator
+    if exclude is not None:
+        extra = exclude & ~eye
+        drop = extra if drop is None else drop | extra
+    if drop is not None:
+        logits = logits.masked_fill(drop, float("-inf"))
     denominator = torch.logsumexp(logits, dim=-1)  # (B, T)
-    return (denominator - positive).mean()
+    if exclude is None:
+        return (denominator - positive).mean()
+    valid = torch.isfinite(denominator)
+    return torch.where(valid, denominator - positive, torch.zeros_like(positive)).mean()
+
+
+def repeated_snippets(x: torch.Tensor) -> torch.Tensor:
+    """(B, T, T) bool: snippets i and k of a video are copies of one another (runs of identical rows).
+
+    Resampling a video of T < N snippets to N repeats rows next to each other; such copies are the
+    same snippet, not negatives. ``x`` is the RGB input ``[B,T,D]``.
+    """
+    same_next = (x[:, 1:] == x[:, :-1]).all(dim=-1)  # (B, T-1)
+    run = torch.cat([x.new_zeros(x.shape[0], 1, dtype=torch.long), (~same_next).long().cumsum(-1)], dim=1)  # (B, T)
+    return run.unsqueeze(2) == run.unsqueeze(1)  # (B, T, T)
 
 
 def infonce(
@@ -66,6 +88,7 @@ def infonce(
     tau: float = 0.1,
     form: str = "paper",
     direction: str = "both",
+    exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Snippet-level InfoNCE within each video (eq. 2), averaged over videos and snippets.
 
@@ -75,6 +98,7 @@ def infonce(
     loss can then go below zero); ``form="standard"`` keeps it (cross-entropy over the T candidates).
     ``direction``: ``rgb_to_modality`` (rows: an RGB snippet against all modality snippets),
     ``modality_to_rgb`` (the transpose), or ``both`` (their mean, the paper's bi-directional loss).
+    ``exclude`` (B, T, T) bool, symmetric: pairs that are not negatives (:func:`repeated_snippets`).
 
     With T = 1 there are no negatives: the paper form's denominator is empty, so the loss is defined
     as 0 there (the standard form is exactly 0 at T = 1 anyway). The result stays in the graph.
@@ -90,11 +114,13 @@ def infonce(
     logits = similarity_logits(rgb, modality, tau)  # (B, T, T)
     if logits.shape[-1] == 1 and form == "paper":
         return logits.sum() * 0.0  # no negatives: defined as 0 (kept in the graph, no NaN)
-    if direction == "rgb_to_modality":
-        return _one_direction(logits, form)
-    if direction == "modality_to_rgb":
-        return _one_direction(logits.transpose(-2, -1), form)
-    return 0.5 * (_one_direction(logits, form) + _one_direction(logits.transpose(-2, -1), form))
+    forward = _one_direction(logits, form, exclude) if direction != "modality_to_rgb" else None
+    backward = _one_direction(logits.transpose(-2, -1), form, exclude) if direction != "rgb_to_modality" else None
+    if backward is None:
+        return forward
+    if forward is None:
+        return backward
+    return 0.5 * (forward + backward)
 
 
 def align_loss(
@@ -102,13 +128,14 @@ def align_loss(
     aligned: dict[str, torch.Tensor],
     tau: float = 0.1,
     form: str = "paper",
+    exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L_align = Σ_j InfoNCE(F*, z_j) over modalities j (eq. 3), both directions."""
     if not aligned:
         raise ValueError("align_loss: no modalities given")
     total = None
     for z in aligned.values():
-        term = infonce(rgb, z, tau=tau, form=form, direction="both")
+        term = infonce(rgb, z, tau=tau, form=form, direction="both", exclude=exclude)
         total = term if total is None else total + term
     return total
 

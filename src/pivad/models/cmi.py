@@ -9,6 +9,9 @@ passed through a stack of pre-norm transformer blocks, with F* added to the stre
     h_k   = Block_k(h_{k-1} + F*),  k = 1..K           # F* added before each block
     F_M*  = h_K                                        # (B, T, D)   replaces F* in the student
 
+``residual="between"`` adds F* only between blocks (k = 2..K, the paper's wording taken literally: with
+K = 1 F* then reaches F_M* only through the pseudo-modalities).
+
 No final LayerNorm: F_M* replaces a student feature of its own scale and is distilled towards the
 teacher's feature at that point (eq. 4). The projections are on the inference path (they feed the
 fusion), not heads used by the loss only.
@@ -24,6 +27,9 @@ from einops import rearrange
 from torch import nn
 
 from pivad.models.pmg import check_modality_names
+
+
+CMI_RESIDUALS = ("every", "between")
 
 
 class SelfAttention(nn.Module):
@@ -75,11 +81,15 @@ class CMI(nn.Module):
         heads: int = 8,
         mlp_ratio: float = 4.0,
         dropout: float = 0.1,
+        residual: str = "every",
     ):
         super().__init__()
         check_modality_names(list(modalities))
         if depth < 1:
             raise ValueError(f"CMI depth must be at least 1, got {depth}")
+        if residual not in CMI_RESIDUALS:
+            raise ValueError(f"inductor.cmi_residual must be one of {CMI_RESIDUALS}, got {residual!r}")
+        self.residual = residual
         self.names = list(modalities)
         self.proj = nn.ModuleDict({name: nn.Linear(d, dim) for name, d in modalities.items()})
         self.fuse = nn.Linear(len(modalities) * dim, dim)
@@ -97,8 +107,8 @@ class CMI(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         aligned = self.align(modalities)
         h = self.fuse(torch.cat([aligned[name] for name in self.names], dim=-1))  # (B, T, D)
-        for block in self.blocks:
-            h = block(h + f)
+        for k, block in enumerate(self.blocks):
+            h = block(h + f if (k > 0 or self.residual == "every") else h)
         return h, aligned
 
     @torch.no_grad()
@@ -113,7 +123,9 @@ class CMI(nn.Module):
         """
         aligned = self.align(modalities)
         norm = self.blocks[0].norm1
-        x = self.fuse(torch.cat([aligned[name] for name in self.names], dim=-1)) + f  # (B, T, D)
+        x = self.fuse(torch.cat([aligned[name] for name in self.names], dim=-1))  # (B, T, D)
+        if self.residual == "every":
+            x = x + f
         sigma = torch.sqrt(x.var(dim=-1, unbiased=False, keepdim=True) + norm.eps)  # (B, T, 1)
         dim = f.shape[-1]
         out = {}

@@ -4,6 +4,12 @@ A PI takes the student's feature F* ``[B,T,D]`` at one point and returns F_M* ``
 F* as the input of the next student block. ``source="pseudo"`` (the paper's model) feeds PMG's
 pseudo-modalities into CMI, so inference needs RGB only. ``source="real"`` feeds given modality
 features into CMI instead and builds no PMG (paper Table 3 row 4, Table 5's middle column).
+
+``standardize=True`` holds per-dimension statistics of the real modality features (buffers, set from
+the training set by :meth:`PI.set_modality_stats`): PMG is trained to produce standardised modalities,
+(e_j − μ_j) / σ_j, and real modalities fed to CMI are standardised the same way. The backbones'
+embeddings come at very different scales (a softmax panoptic map is ≈ 0.01 per entry), and eq. 1's
+plain mean squared error otherwise weighs each modality by its raw variance.
 """
 
 from __future__ import annotations
@@ -39,13 +45,37 @@ class PI(nn.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.1,
         source: str = "pseudo",
+        residual: str = "every",
+        standardize: bool = False,
     ):
         super().__init__()
         if source not in SOURCES:
             raise ValueError(f"inductor.modality_source must be one of {SOURCES}, got {source!r}")
         self.source = source
         self.pmg = PMG(dim, latent_dim, modalities) if source == "pseudo" else None
-        self.cmi = CMI(dim, modalities, depth=depth, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout)
+        self.cmi = CMI(dim, modalities, depth=depth, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout,
+                       residual=residual)
+        self.standardize = standardize
+        if standardize:
+            for name, d in modalities.items():
+                self.register_buffer(f"mean_{name}", torch.zeros(d))
+                self.register_buffer(f"std_{name}", torch.ones(d))
+
+    @torch.no_grad()
+    def set_modality_stats(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Per-dimension mean and std ``[d_j]`` of each real modality (only with ``standardize``)."""
+        if not self.standardize:
+            raise ValueError("set_modality_stats: this PI was built without standardize")
+        for name in self.cmi.names:
+            mean, std = stats[name]
+            getattr(self, f"mean_{name}").copy_(mean)
+            getattr(self, f"std_{name}").copy_(std.clamp_min(1e-6))
+
+    def normalise(self, real: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Real modality features in the space PMG predicts: standardised, or as given."""
+        if not self.standardize:
+            return real
+        return {name: (m - getattr(self, f"mean_{name}")) / getattr(self, f"std_{name}") for name, m in real.items()}
 
     def inputs(self, f: torch.Tensor, real: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
         """What CMI consumes: PMG's ê_j, or the given real features."""
@@ -53,7 +83,7 @@ class PI(nn.Module):
             return self.pmg(f)
         if real is None:
             raise ValueError("modality_source 'real' needs the modality features at every forward")
-        return real
+        return self.normalise(real)
 
     def forward(self, f: torch.Tensor, real: dict[str, torch.Tensor] | None = None) -> PIOutput:
         mods = self.inputs(f, real)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from pivad.losses.inductor import align_loss, distill_loss, pmg_loss
+from pivad.losses.inductor import align_loss, distill_loss, pmg_loss, repeated_snippets
 from pivad.models.inductor import PI
 from pivad.models.urdmu import URDMU, URDMUOutput
 
@@ -78,6 +78,8 @@ def build_inductors(model_cfg, inductor_cfg, widths: dict[str, int]) -> nn.Modul
                 mlp_ratio=inductor_cfg.cmi_mlp_ratio,
                 dropout=inductor_cfg.cmi_dropout,
                 source=inductor_cfg.modality_source,
+                residual=inductor_cfg.cmi_residual,
+                standardize=inductor_cfg.pmg_standardize,
             )
             for pos in PLACEMENTS[inductor_cfg.position]
         }
@@ -204,7 +206,9 @@ class PIVAD(nn.Module):
                     teach = {"early": self.teacher.embed_features(x)}  # (B, T, H)
 
         aux: dict[str, torch.Tensor] = {}
-        hooks = {pos: self._train_hook(pos, pi, modalities, teach, aux) for pos, pi in self.inductors.items()}
+        repeats = repeated_snippets(x) if self.inductor_cfg.align_mask_repeats and self.loss_cfg.use_align else None
+        hooks = {pos: self._train_hook(pos, pi, modalities, teach, aux, repeats)
+                 for pos, pi in self.inductors.items()}
         if phase == "first" and "late" not in self.inductors:
             # L_first needs nothing after the early PI: skip the transformer, memories and head (exact).
             hooks["early"](self.student.embed_features(x))
@@ -219,15 +223,22 @@ class PIVAD(nn.Module):
             aux["pmg"] = x.new_zeros(())  # modality_source "real": there is no PMG to train
         return PIVADOutput(student=student, aux=aux)
 
-    def _train_hook(self, pos: str, pi: PI, mods, teach, aux: dict):
+    def set_modality_stats(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Training-set mean and std ``[d_j]`` of each modality, for ``inductor.pmg_standardize``."""
+        for pi in self.inductors.values():
+            pi.set_modality_stats(stats)
+
+    def _train_hook(self, pos: str, pi: PI, mods, teach, aux: dict, repeats: torch.Tensor | None):
         cfg, loss = self.inductor_cfg, self.loss_cfg
 
         def hook(f: torch.Tensor) -> torch.Tensor:
             res = pi(f, mods)  # F* (B, T, D) -> F_M* (B, T, D)
             if loss.use_pmg and pi.pmg is not None:
-                aux[f"{pos}/pmg"] = pmg_loss(res.pseudo, mods)
+                aux[f"{pos}/pmg"] = pmg_loss(res.pseudo, pi.normalise(mods))
             if loss.use_align:
-                aux[f"{pos}/align"] = align_loss(f, res.aligned, tau=cfg.tau, form=cfg.infonce_form)
+                anchor = f.detach() if cfg.align_detach else f
+                aux[f"{pos}/align"] = align_loss(anchor, res.aligned, tau=cfg.tau, form=cfg.infonce_form,
+                                                 exclude=repeats)
             if loss.use_distill:
                 aux[f"{pos}/distill"] = distill_loss(res.out, teach[pos])
             return res.out
