@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     parser.add_argument("--mp4", action="store_true", help="also write the video with the score drawn on it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail (exit 2, nothing written) where a warning would be given, e.g. a truncated video")
     stream = parser.add_argument_group("streaming")
     stream.add_argument("--window", type=int,
                         help="snippets of context the model sees (default: data.num_segments, 200)")
@@ -126,6 +128,10 @@ def _run_offline(args: argparse.Namespace, scorer) -> int:
     total = info.n_snippets if args.max_frames is None else min(info.n_snippets, -(-args.max_frames // 16))
     with tqdm(total=total, unit="snippet", desc=video.name, disable=args.no_progress, file=sys.stderr) as bar:
         det = detect_video(video, encoder, scorer, args.max_frames, progress=bar.update)
+    if det.warnings and args.strict:
+        raise PivadError(f"{det.warnings[0]} (--strict)")
+    for warning in det.warnings:
+        print(f"pivad: warning: {warning}", file=sys.stderr)
     intervals = find_intervals(det.frame_scores, threshold, args.min_frames, args.merge_gap)
     rule = {"min_frames": args.min_frames, "merge_gap": args.merge_gap}
     payload = summary(det, threshold, source, intervals, rule, scorer.describe(), encoder.options.describe())
