@@ -109,6 +109,9 @@ def run_gt(args: argparse.Namespace) -> int:
 
     if args.snippet < 1:
         raise DataError(f"--snippet must be positive, got {args.snippet}")
+    from pivad.outputs import check_output_file
+
+    check_output_file(args.out)
     annotations = parse_annotations(args.annotation, args.fmt)
     items = read_list(args.list_path, root=args.root, layout=args.layout, label_rule=args.label_rule or args.fmt)
     for message in check_coverage([(it.name, it.label) for it in items], annotations, annotation_path=args.annotation):
@@ -174,10 +177,9 @@ def _check_ground_truth(cfg, test) -> str:
         return "ground truth: no test set"
     need = 16 * int(np.sum(test.lengths))
     if d.gt:
-        try:
-            n = int(np.load(d.gt, mmap_mode="r").shape[0])
-        except (OSError, ValueError, IndexError) as exc:
-            raise DataError(f"{d.gt}: cannot read ground truth ({exc.__class__.__name__}: {exc})") from None
+        from pivad.data.ground_truth import read_gt_vector
+
+        n = int(read_gt_vector(d.gt).shape[0])
         if n != need:
             raise DataError(f"{d.gt}: {n:,} frames, the test features need {need:,} (16 per snippet)")
         return f"ground truth: {d.gt} ({n:,} frames, matches the test features)"

@@ -101,6 +101,19 @@ def run(args: argparse.Namespace) -> int:
         raise PivadError("--min-frames must be >= 1 and --merge-gap >= 0")
     if args.max_frames is not None and args.max_frames < 1:
         raise PivadError("--max-frames must be >= 1")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise PivadError(f"--threshold {args.threshold:g}: scores lie in [0, 1], so the threshold must too")
+    from pivad.outputs import check_output_dir, check_output_file
+    from pivad.video.crops import Resize, check_crop
+
+    if args.video and args.out:
+        check_output_dir(args.out)
+    if args.stream and args.csv:
+        check_output_file(args.csv, "--csv")
+    try:
+        check_crop(Resize.parse(args.resize, args.interp), args.crop_size)
+    except ValueError as exc:
+        raise PivadError(f"--resize: {exc}") from None
     scorer = _scorer(args)
     return _run_stream(args, scorer) if args.stream else _run_offline(args, scorer)
 

@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
 
             if is_state_dict(_torch_load(ckpt)):
                 raise ConfigError(f"{ckpt}: an official UR-DMU state dict carries no data config: add -c CONFIG")
+    from pivad.outputs import check_output_dir
+
+    check_output_dir(out)
     evaluate_checkpoints(checkpoints, out, overrides=overrides, progress=not args.no_progress,
                          plots=not args.no_plots)
     print(f"metrics: {out / 'metrics.json'}")

@@ -1,0 +1,205 @@
+"""Bad input a new user gives (issue 10): each is one line, exit 2, no traceback, nothing lost, and
+refused before the work starts (no run folder, no moved ``latest``, no training step)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pivad.cli import main
+from pivad.config import save_config
+from test_resume import TINY, tiny_config
+
+CLIP = Path(__file__).parent / "data" / "videos" / "carphone_40.mp4"
+
+
+@pytest.fixture
+def setup(tiny_dataset, tmp_path):
+    """A copy-free tiny config writing under tmp_path, and one finished run to own ``latest``."""
+    results = tmp_path / "results"
+    cfg = tiny_config(tiny_dataset, train={"teacher_steps": 2, "warmup_steps": 1, "steps": 2, "eval_every": 2,
+                                           "out_dir": str(results)})
+    path = tmp_path / "cfg.yaml"
+    save_config(cfg, path)
+    return path, results
+
+
+def _one_line(capsys, *parts: str) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("pivad: error: ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    for part in parts:
+        assert part in err, err
+    return err
+
+
+def test_failed_train_makes_no_run_and_keeps_latest(setup, capsys):
+    path, results = setup
+    parent = results / "urdmu" / "demo"
+    assert main(["train", "-c", str(path), "--no-progress", "--no-eval", "--train.model", "urdmu"]) == 0
+    assert os.readlink(parent / "latest") == "v0"
+    capsys.readouterr()
+    missing = path.parent / "missing.pt"
+    assert main(["train", "-c", str(path), "--train.teacher_ckpt", str(missing), "--no-progress"]) == 2
+    _one_line(capsys, f"{missing}: no such checkpoint file")
+    assert not (results / "pivad").exists()  # no empty vN
+    assert sorted(p.name for p in parent.iterdir()) == ["latest", "v0"] and os.readlink(parent / "latest") == "v0"
+
+
+def test_train_without_config_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--no-progress"]) == 2
+    _one_line(capsys, "give -c CONFIG")
+    assert list(tmp_path.iterdir()) == []  # nothing trained into ./results
+
+
+def test_malformed_annotation_fails_before_training(setup, tmp_path, capsys):
+    path, results = setup
+    bad = tmp_path / "ann.txt"
+    bad.write_text("Abuse/Abuse001_x264.mp4 not-a-number Abuse 1 2\n")
+    assert main(["train", "-c", str(path), "--data.annotation", str(bad), "--no-progress"]) == 2
+    _one_line(capsys, str(bad))
+    assert not results.exists()
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("data.train_list", "nowhere.list", "nowhere.list"),
+    ("data.feature_dim", "64", "expected shape [T,64]"),
+    ("data.modality_root", "no_modalities", "modality folder not found"),
+])
+def test_inputs_checked_before_the_run_folder(setup, capsys, key, value, message):
+    path, results = setup
+    assert main(["train", "-c", str(path), f"--{key}", value, "--no-progress"]) == 2
+    _one_line(capsys, message)
+    assert not results.exists()
+
+
+def test_non_binary_gt_refused_in_check_and_evaluate(setup, tiny_dataset, tmp_path, capsys):
+    path, results = setup
+    gt = np.load(tiny_dataset / "gt.npy").astype(np.float32)
+    gt[:5] = 0.5
+    np.save(tmp_path / "gt.npy", gt)
+    assert main(["data", "check", "-c", str(path), "--data.gt", str(tmp_path / "gt.npy")]) == 2
+    err = capsys.readouterr().err  # after the loading progress bars
+    assert f"pivad: error: {tmp_path / 'gt.npy'}: ground truth must be 0 or 1 per frame; frame 0 is 0.5" in err
+    assert main(["train", "-c", str(path), "--no-progress", "--no-eval", "--train.model", "urdmu"]) == 0
+    capsys.readouterr()
+    run = results / "urdmu" / "demo" / "latest"
+    assert main(["evaluate", "--run", str(run), "--data.gt", str(tmp_path / "gt.npy"), "--no-plots",
+                 "--no-progress"]) == 2
+    _one_line(capsys, "ground truth must be 0 or 1")
+
+
+def _file(tmp_path: Path) -> Path:
+    f = tmp_path / "taken"
+    f.write_text("the user's")
+    return f
+
+
+def test_output_that_is_a_file_is_refused_before_work(setup, tmp_path, capsys):
+    path, results = setup
+    taken = _file(tmp_path)
+    assert main(["train", "-c", str(path), "--train.out_dir", str(taken), "--no-progress"]) == 2
+    _one_line(capsys, str(taken), "existing file")
+    assert main(["train", "-c", str(path), "--train.out_dir", str(taken / "sub"), "--no-progress"]) == 2
+    _one_line(capsys, "which is a file")
+    assert main(["demo", "--out", str(taken), "--no-progress"]) == 2
+    _one_line(capsys, str(taken))
+    assert main(["extract", "rgb", str(CLIP), "--out", str(taken), "--weights", "random:0", "--no-progress"]) == 2
+    _one_line(capsys, str(taken))
+    assert main(["detect", str(CLIP), "--ckpt", str(taken), "--out", str(taken), "--no-progress"]) == 2
+    _one_line(capsys, str(taken), "existing file")  # the output is checked before the model is even read
+    assert taken.read_text() == "the user's"
+
+
+def test_evaluate_checks_its_output_before_scoring(setup, tmp_path, capsys, monkeypatch):
+    path, results = setup
+    assert main(["train", "-c", str(path), "--no-progress", "--no-eval", "--train.model", "urdmu"]) == 0
+    capsys.readouterr()
+    import pivad.engine.report as report
+
+    def boom(*a, **k):
+        raise AssertionError("scored before the output was checked")
+
+    monkeypatch.setattr(report, "evaluate_checkpoints", boom)
+    run = results / "urdmu" / "demo" / "latest"
+    taken = _file(tmp_path)
+    assert main(["evaluate", "--run", str(run), "--out", str(taken), "--no-progress"]) == 2
+    _one_line(capsys, str(taken))
+
+
+def test_unwritable_output_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    """Root ignores permission bits, so the refusal the OS gives is simulated at its source."""
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def denied(*args, **kwargs):
+        if str(kwargs.get("dir", "")).startswith(str(tmp_path / "ro")):
+            raise PermissionError(13, "Permission denied")
+        return real(*args, **kwargs)
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    assert main(["extract", "rgb", str(CLIP), "--out", str(tmp_path / "ro" / "feats"), "--weights", "random:0",
+                 "--no-progress"]) == 2
+    _one_line(capsys, "cannot write output here (no permission to write there)")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits")
+def test_unwritable_output_folder_for_real(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert main(["extract", "rgb", str(CLIP), "--out", str(ro / "f"), "--weights", "random:0"]) == 2
+        _one_line(capsys, "cannot write output here")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_demo_runs_every_offered_preset_with_its_default_config(tmp_path, capsys):
+    """The repo's demo config (batches of 16) on the tiny preset; steps and widths cut for speed."""
+    overrides = [f"--{section}.{k}={v}" for section in ("model", "inductor") for k, v in TINY[section].items()]
+    overrides = [tok for o in overrides for tok in o.split("=", 1)]
+    overrides += ["--train.teacher_steps", "2", "--train.warmup_steps", "1", "--train.steps", "2",
+                  "--train.eval_every", "2", "--train.threads", "1", "--data.num_segments", "16"]
+    assert main(["demo", "--preset", "tiny", "--out", str(tmp_path), "--no-progress", *overrides]) == 0
+    captured = capsys.readouterr()
+    assert "| π-VAD (last) |" in captured.out and "data.batch_normal 16 -> 8" in captured.err
+
+
+def test_crop_larger_than_frames_and_bad_threshold(tmp_path, capsys):
+    assert main(["extract", "rgb", str(CLIP), "--out", str(tmp_path / "f"), "--weights", "random:0",
+                 "--crop-size", "300", "--no-progress"]) == 2
+    _one_line(capsys, "--crop-size 300: larger than the resized frames (340x256)")
+    assert main(["detect", str(CLIP), "--ckpt", "x.pt", "--out", str(tmp_path / "d"), "--crop-size", "300"]) == 2
+    _one_line(capsys, "--crop-size 300")
+    assert main(["detect", str(CLIP), "--ckpt", "x.pt", "--out", str(tmp_path / "d"), "--threshold", "1.5"]) == 2
+    _one_line(capsys, "--threshold 1.5")
+    assert not (tmp_path / "f").exists() and not (tmp_path / "d").exists()
+
+
+def test_config_duplicate_keys_and_negative_crops(tmp_path, capsys):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("train:\n  lr: 0.1\n  lr: 0.2\n")
+    assert main(["data", "check", "-c", str(dup)]) == 2
+    _one_line(capsys, f"{dup}: not valid YAML (duplicate key 'lr' (line 3))")
+    neg = tmp_path / "neg.yaml"
+    neg.write_text("data:\n  num_crops: -3\n")
+    assert main(["train", "-c", str(neg)]) == 2
+    _one_line(capsys, "data.num_crops': must be >= 0")
+
+
+def test_extract_of_a_missing_video_leaves_no_empty_list(tmp_path, capsys):
+    out = tmp_path / "feats"
+    code = main(["extract", "rgb", str(tmp_path / "nonexist.mp4"), "--out", str(out), "--weights", "random:0",
+                 "--no-progress"])
+    assert code in (1, 2)
+    assert not (out / "rgb.list").exists()
+    capsys.readouterr()
