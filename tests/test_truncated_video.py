@@ -68,3 +68,30 @@ def test_detect_warns_in_stderr_and_json_and_strict_fails(cut, tmp_path, capsys)
     assert not strict.exists()  # nothing written
     assert main(["detect", str(CLIP), "--ckpt", str(ckpt), "--out", str(out), "--strict", *FAST]) == 0
     assert json.loads((out / "carphone_40.json").read_text())["warnings"] == []
+
+
+def test_detect_warns_when_the_model_was_trained_on_synthetic_features(tiny_dataset, tmp_path, capsys) -> None:
+    """A checkpoint saved from a config whose data is the synthetic generator's records it; detect says so."""
+    from test_detect import FAST, make_checkpoint, tiny_config
+
+    from pivad.config import to_dict
+    from pivad.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    real = make_checkpoint(tmp_path / "real.pt")
+    assert load_checkpoint(real)["features"]["source"] == "i3d"
+    ckpt = load_checkpoint(real)
+    cfg = tiny_config()
+    cfg.data.root = str(tiny_dataset)
+    payload = {k: ckpt[k] for k in ("kind", "model", "step", "phase", "threshold")}
+    save_checkpoint(tmp_path / "synth.pt", {**payload, "config": to_dict(cfg)})
+    assert load_checkpoint(tmp_path / "synth.pt")["features"]["source"].startswith("synthetic")
+    out = tmp_path / "out"
+    assert main(["detect", str(CLIP), "--ckpt", str(tmp_path / "synth.pt"), "--out", str(out), *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "pivad: warning: " in err and "trained on synthetic" in err and err.count("trained on synthetic") == 1
+    assert "trained on synthetic" in json.loads((out / "carphone_40.json").read_text())["warnings"][0]
+    assert main(["detect", str(CLIP), "--ckpt", str(tmp_path / "synth.pt"), "--out", str(tmp_path / "s"),
+                 "--strict", *FAST]) == 2
+    assert "trained on synthetic" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    assert main(["detect", str(CLIP), "--ckpt", str(real), "--out", str(out), "--crops", "5", *FAST]) == 0
+    assert "trained on 1-crop features, detect computes 5" in capsys.readouterr().err

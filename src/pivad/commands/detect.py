@@ -138,6 +138,14 @@ def _run_offline(args: argparse.Namespace, scorer) -> int:
     info = probe(video)  # fails early, naming the file, for missing/non-video input
     encoder = _encoder(args, scorer)
     threshold, source = _threshold(args, scorer)
+    from pivad.engine.provenance import feature_warnings
+
+    notes = feature_warnings((scorer.meta or {}).get("features"), crops=encoder.options.crops,
+                             where=args.ckpt or args.onnx)
+    if notes and args.strict:
+        raise PivadError(f"{notes[0]} (--strict)")
+    for note in notes:
+        print(f"pivad: warning: {note}", file=sys.stderr)
     total = info.n_snippets if args.max_frames is None else min(info.n_snippets, -(-args.max_frames // 16))
     with tqdm(total=total, unit="snippet", desc=video.name, disable=args.no_progress, file=sys.stderr) as bar:
         det = detect_video(video, encoder, scorer, args.max_frames, progress=bar.update)
@@ -145,6 +153,7 @@ def _run_offline(args: argparse.Namespace, scorer) -> int:
         raise PivadError(f"{det.warnings[0]} (--strict)")
     for warning in det.warnings:
         print(f"pivad: warning: {warning}", file=sys.stderr)
+    det.warnings[:0] = notes  # printed above, recorded in the JSON with the rest
     intervals = find_intervals(det.frame_scores, threshold, args.min_frames, args.merge_gap)
     rule = {"min_frames": args.min_frames, "merge_gap": args.merge_gap}
     payload = summary(det, threshold, source, intervals, rule, scorer.describe(), encoder.options.describe())

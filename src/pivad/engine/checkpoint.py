@@ -58,6 +58,10 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
         raise ValueError(f"checkpoint payload lacks {missing}")
     payload = dict(payload)
     payload["version"] = {"format": FORMAT_VERSION, "pivad": __version__}
+    if "features" not in payload:  # what it was trained on, so that detect can say when that is not video
+        from pivad.engine.provenance import training_features
+
+        payload["features"] = training_features(payload["config"])
     atomic_torch_save(path, _plain(payload))
 
 
@@ -178,6 +182,7 @@ def load_model(path: str | Path, cfg: Any = None) -> tuple[torch.nn.Module, Any,
         "metrics": ckpt.get("metrics") or {},
         "threshold": ckpt.get("threshold", cfg.eval.threshold),
         "version": ckpt["version"],
+        "features": ckpt.get("features"),
     }
     return model.eval(), cfg, meta
 
