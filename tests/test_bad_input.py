@@ -203,3 +203,17 @@ def test_extract_of_a_missing_video_leaves_no_empty_list(tmp_path, capsys):
     assert code in (1, 2)
     assert not (out / "rgb.list").exists()
     capsys.readouterr()
+
+
+def test_evaluate_says_model_overrides_do_not_apply(setup, tmp_path, capsys):
+    path, results = setup
+    assert main(["train", "-c", str(path), "--no-progress", "--no-eval", "--train.model", "urdmu"]) == 0
+    capsys.readouterr()
+    best = results / "urdmu" / "demo" / "v0" / "best.pt"
+    assert main(["evaluate", "--ckpt", str(best), "-c", str(path), "--model.hidden_dim", "64", "--no-plots",
+                 "--no-progress", "--out", str(tmp_path / "ev")]) == 0
+    err = capsys.readouterr().err
+    assert "pivad: warning: --model.hidden_dim ignored" in err
+    assert main(["evaluate", "--ckpt", str(best), "-c", str(path), "--eval.ap_form", "step", "--no-plots",
+                 "--no-progress", "--out", str(tmp_path / "ev")]) == 0
+    assert "ignored" not in capsys.readouterr().err
