@@ -217,3 +217,12 @@ def test_evaluate_says_model_overrides_do_not_apply(setup, tmp_path, capsys):
     assert main(["evaluate", "--ckpt", str(best), "-c", str(path), "--eval.ap_form", "step", "--no-plots",
                  "--no-progress", "--out", str(tmp_path / "ev")]) == 0
     assert "ignored" not in capsys.readouterr().err
+
+
+def test_data_check_names_unknown_classes(setup, tiny_dataset, tmp_path, capsys):
+    path, _ = setup
+    assert main(["data", "check", "-c", str(path)]) == 0
+    assert "is not one of" not in capsys.readouterr().err  # the synthetic classes are UCF-Crime's
+    assert main(["data", "check", "-c", str(path), "--data.classes", "[Explosion, Fighting, RoadAccidents, Shoplifting]"]) == 0
+    err = capsys.readouterr().err
+    assert "pivad: warning: " in err and "class 'Robbery' (video Robbery" in err and "is not one of data.classes" in err

@@ -198,12 +198,31 @@ def _check_ground_truth(cfg, test) -> str:
     )
 
 
+def _warn_unknown_classes(cfg, bundle) -> None:
+    """A warning per class a list names that is not among the dataset's classes (a typo, another rule)."""
+    from pivad.data.labels import NORMAL, known_classes
+
+    known = known_classes(cfg.data.label_rule, cfg.data.classes)
+    if known is None:
+        return
+    for split, path in (("train", cfg.data.train_list), ("test", cfg.data.test_list)):
+        sets = [bundle.train_normal, bundle.train_abnormal, bundle.val] if split == "train" else [bundle.test]
+        seen: dict[str, str] = {}
+        for item in (it for s in sets if s is not None for it in s.items):
+            if item.cls != NORMAL and item.cls not in known:
+                seen.setdefault(item.cls, item.name)
+        for cls, video in seen.items():
+            where = "data.classes" if cfg.data.classes else f"the {cfg.data.label_rule} classes"
+            _warn(f"{path}: class '{cls}' (video {video}) is not one of {where} ({', '.join(sorted(known))})")
+
+
 def run_check(args: argparse.Namespace) -> int:
     from pivad.cli import config_from_args
     from pivad.data.datasets import build_datasets
 
     cfg = config_from_args(args)
     bundle = build_datasets(cfg)
+    _warn_unknown_classes(cfg, bundle)
     layout = cfg.data.layout
     rows = [["split", "videos", "normal", "abnormal", "crops", "T range", "modalities"]]
     rows.append(_split_row("train (normal)", bundle.train_normal, layout))
