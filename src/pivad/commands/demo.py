@@ -16,7 +16,8 @@ from pathlib import Path
 from pivad.cli import add_config_arguments
 from pivad.data.synth import PRESETS
 
-REPO_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "demo.yaml"
+# shipped as package data (src/pivad/configs links to the repo's configs/), so an installed pivad has it
+REPO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
