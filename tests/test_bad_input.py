@@ -226,3 +226,18 @@ def test_data_check_names_unknown_classes(setup, tiny_dataset, tmp_path, capsys)
     assert main(["data", "check", "-c", str(path), "--data.classes", "[Explosion, Fighting, RoadAccidents, Shoplifting]"]) == 0
     err = capsys.readouterr().err
     assert "pivad: warning: " in err and "class 'Robbery' (video Robbery" in err and "is not one of data.classes" in err
+
+
+def test_no_progress_prints_one_line_per_evaluation_and_resume_says_where(setup, capsys):
+    path, results = setup
+    assert main(["train", "-c", str(path), "--no-progress", "--no-eval", "--stop-after", "3"]) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "(global " in ln]
+    assert lines == [ln for ln in lines if ln.startswith(("teacher step", "second step"))]
+    assert [ln.split(":")[0] for ln in lines] == ["teacher step 2 (global 2)"]  # warm-up (step 3) selects nothing
+    assert "selection " in lines[0]
+    run = results / "pivad" / "demo" / "latest"
+    assert main(["train", "--resume", str(run), "--no-progress", "--no-eval"]) == 0
+    err = capsys.readouterr().err
+    assert "resuming from global step 3 (first phase, step 1)" in err
+    assert [ln.split(":")[0] for ln in err.splitlines() if "(global " in ln] == ["second step 2 (global 5)"]

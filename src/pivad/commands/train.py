@@ -45,6 +45,19 @@ def _shared_run_dir(cfg, requested: str | None) -> Path:
     return path
 
 
+def _resume_line(run_dir: Path) -> str:
+    """Where a resumed run continues from (its last.pt), said before any work."""
+    from pivad.engine.checkpoint import load_checkpoint
+    from pivad.errors import CheckpointError
+
+    last = run_dir / "last.pt"
+    if not last.is_file():
+        raise CheckpointError(f"{last}: nothing to resume (no last.pt in the run directory)")
+    ck = load_checkpoint(last)
+    return (f"resuming from global step {ck.get('global_step')} ({ck.get('phase')} phase, step {ck.get('step')}) "
+            f"of {last}")
+
+
 def run(args: argparse.Namespace) -> int:
     from pivad.config import load_config
     from pivad.engine.ddp import init_distributed, shutdown
@@ -72,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     info = init_distributed(cfg.train.device)
     if info.is_main:
         print(f"run directory: {run_dir}", file=sys.stderr)
+        if args.resume:
+            print(_resume_line(run_dir), file=sys.stderr)
     try:
         result = train(cfg, run_dir, resume=bool(args.resume), stop_after=args.stop_after,
                        progress=not args.no_progress)
