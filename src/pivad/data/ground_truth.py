@@ -141,9 +141,13 @@ def check_coverage(
 def read_gt_vector(path: str | Path) -> np.ndarray:
     """A precomputed flat frame ground truth (``gt.npy``, memory-mapped): 1-D and binary (0/1 only),
     else :class:`DataError` naming the file. Metrics of a non-binary one would all be ``nan``."""
+    import warnings
+
     try:
-        flat = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as exc:
+        with warnings.catch_warnings():  # numpy's note on Python-2 headers: the checks below decide
+            warnings.simplefilter("ignore")
+            flat = np.load(path, mmap_mode="r")  # allow_pickle stays False: no object arrays, no code
+    except Exception as exc:  # noqa: BLE001 - a damaged header raises SyntaxError/TokenError/EOFError too
         reason = " ".join(str(exc).split())[:120] or type(exc).__name__
         raise DataError(f"{path}: cannot read ground truth ({reason})") from None
     if flat.ndim != 1 or flat.dtype.kind not in "biuf":
