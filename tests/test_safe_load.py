@@ -164,3 +164,30 @@ def test_truncated_checkpoint_says_so(tmp_path: Path) -> None:
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(PivadError, match=r"cut.pt: not a readable checkpoint: truncated"):
         load_checkpoint(cut)
+
+
+def test_weights_that_do_not_fit_name_the_file_in_one_line(tmp_path: Path) -> None:
+    from test_detect import make_checkpoint
+
+    from pivad.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
+
+    ckpt = load_checkpoint(make_checkpoint(tmp_path / "a.pt"))
+    ckpt["config"]["model"]["hidden_dim"] = 32  # the weights are 16 wide
+    save_checkpoint(tmp_path / "b.pt", {k: ckpt[k] for k in ("kind", "config", "model")})
+    with pytest.raises(PivadError) as info:
+        load_model(tmp_path / "b.pt")
+    msg = str(info.value)
+    assert msg.startswith(f"{tmp_path / 'b.pt'}: weights do not fit") and "size mismatch" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("content", [random.Random(1).randbytes(256), b"PK\x03\x04" + b"\0" * 40])
+def test_bad_i3d_weights_are_one_line(tmp_path: Path, content: bytes, capsys) -> None:
+    from pivad.cli import main
+
+    path = tmp_path / "random.pt"
+    path.write_bytes(content)
+    clip = Path(__file__).parent / "data" / "videos" / "carphone_40.mp4"
+    assert main(["extract", "rgb", str(clip), "--out", str(tmp_path / "f"), "--weights", str(path),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pivad: error: {path}: not a readable I3D checkpoint") and len(err.splitlines()) == 1
