@@ -37,7 +37,7 @@ def _describe(path: Path, exc: BaseException) -> str:
     if head.startswith(b"PK") and not zipfile.is_zipfile(path):
         return "truncated or corrupt (an incomplete zip archive)"
     found = _GLOBAL.search(str(exc))
-    if found or "Weights only load failed" in str(exc):
+    if found or re.search(r"Unsupported class|Unsupported global|Trying to load unsupported", str(exc)):
         what = f" ({found.group(1)})" if found else ""
         return f"holds Python objects{what} besides tensors; refused, since loading them could run code"
     if isinstance(exc, EOFError) or "EOF" in str(exc) or "truncated" in str(exc).lower():
