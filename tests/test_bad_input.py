@@ -241,3 +241,23 @@ def test_no_progress_prints_one_line_per_evaluation_and_resume_says_where(setup,
     err = capsys.readouterr().err
     assert "resuming from global step 3 (first phase, step 1)" in err
     assert [ln.split(":")[0] for ln in err.splitlines() if "(global " in ln] == ["second step 2 (global 5)"]
+
+
+def test_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path):
+    from pivad.engine.runs import finish_run, new_run_dir
+
+    good = new_run_dir(tmp_path, "pivad", "demo")
+    (good / "last.pt").write_bytes(b"x")
+    failed = new_run_dir(tmp_path, "pivad", "demo", link=False)
+    (failed / "config.yaml").write_text("data: {}\n")
+    (failed / "tb").mkdir()
+    (failed / "tb" / "events").write_bytes(b"")
+    finish_run(failed, created=True)
+    assert not failed.exists() and os.readlink(tmp_path / "pivad" / "demo" / "latest") == "v0"
+    kept = new_run_dir(tmp_path, "pivad", "demo", link=False)
+    (kept / "notes.txt").write_text("the user's")  # not what a run writes: kept
+    finish_run(kept, created=True)
+    assert (kept / "notes.txt").exists() and os.readlink(tmp_path / "pivad" / "demo" / "latest") == "v0"
+    (kept / "best.pt").write_bytes(b"x")
+    finish_run(kept, created=True)
+    assert os.readlink(tmp_path / "pivad" / "demo" / "latest") == kept.name

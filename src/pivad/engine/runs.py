@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 from pivad.errors import ConfigError
@@ -54,7 +55,7 @@ def new_run_dir(out_dir: str | Path, model: str, dataset: str, *, link: bool = T
 
 
 CHECKPOINTS = ("teacher.pt", "best.pt", "last.pt")
-_OWN_FILES = {"config.yaml", "log.jsonl"}  # what a run writes before its first checkpoint
+_OWN_ENTRIES = {"config.yaml", "log.jsonl", "tb"}  # what a run writes before its first checkpoint
 
 
 def has_checkpoint(run_dir: Path) -> bool:
@@ -66,10 +67,8 @@ def finish_run(run_dir: Path, created: bool) -> None:
     checkpoint; otherwise remove it if this run ``created`` it and it holds only what the run wrote."""
     if has_checkpoint(run_dir):
         update_latest(run_dir)
-    elif created and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _OWN_FILES:
-        for p in run_dir.iterdir():
-            p.unlink()
-        run_dir.rmdir()
+    elif created and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _OWN_ENTRIES:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def resolve_run_dir(path: str | Path) -> Path:
