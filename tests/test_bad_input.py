@@ -3,9 +3,7 @@ refused before the work starts (no run folder, no moved ``latest``, no training 
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ CLIP = Path(__file__).parent / "data" / "videos" / "carphone_40.mp4"
 
 @pytest.fixture
 def setup(tiny_dataset, tmp_path):
-    """A copy-free tiny config writing under tmp_path, and one finished run to own ``latest``."""
+    """The tiny config (session dataset, a few steps) with its results under tmp_path."""
     results = tmp_path / "results"
     cfg = tiny_config(tiny_dataset, train={"teacher_steps": 2, "warmup_steps": 1, "steps": 2, "eval_every": 2,
                                            "out_dir": str(results)})

@@ -108,9 +108,7 @@ def test_yaml_config_tags_do_not_construct_objects(tmp_path: Path) -> None:
 
 
 def test_json_readers_take_data_only(tmp_path: Path) -> None:
-    from pivad.extract.manifest import read_manifest
-
-    from pivad.extract.manifest import MANIFEST
+    from pivad.extract.manifest import MANIFEST, read_manifest
 
     marker = tmp_path / "ran"
     (tmp_path / MANIFEST).write_bytes(pickle.dumps(Gadget(marker)))
