@@ -69,9 +69,13 @@ def test_malformed_annotation_fails_before_training(setup, tmp_path, capsys):
     ("data.train_list", "nowhere.list", "nowhere.list"),
     ("data.feature_dim", "64", "expected shape [T,64]"),
     ("data.modality_root", "no_modalities", "modality folder not found"),
+    ("data.gt", "SHORT_GT", "frames, the test features need"),
 ])
-def test_inputs_checked_before_the_run_folder(setup, capsys, key, value, message):
+def test_inputs_checked_before_the_run_folder(setup, tmp_path, capsys, key, value, message):
     path, results = setup
+    if value == "SHORT_GT":
+        value = str(tmp_path / "short_gt.npy")
+        np.save(value, np.zeros(32, dtype=np.uint8))
     assert main(["train", "-c", str(path), f"--{key}", value, "--no-progress"]) == 2
     _one_line(capsys, message)
     assert not results.exists()

@@ -67,6 +67,7 @@ def check_run_inputs(cfg: Config, *, evaluate: bool = True, out_dir: str | Path 
     ``evaluate``: the run ends with a test-set evaluation (so the test list and ground truth are needed
     too); ``out_dir``: where the run folder will be made (``train.out_dir`` when None).
     """
+    from pivad.data.features import feature_shape
     from pivad.engine.evaluate import GroundTruth
     from pivad.engine.trainer import plan_phases
     from pivad.outputs import check_output_dir
@@ -81,6 +82,12 @@ def check_run_inputs(cfg: Config, *, evaluate: bool = True, out_dir: str | Path 
     test_items = _check_features(cfg, "test") if needs_test else None
     _check_modalities(cfg, train_items, test_items)
     if needs_test:
-        GroundTruth.from_config(cfg)  # parses the annotation file, or checks gt.npy is a binary vector
+        gt = GroundTruth.from_config(cfg)  # parses the annotation file, or checks gt.npy is a binary vector
+        if gt.flat is not None:
+            need = 16 * sum(feature_shape(item.files[0], cfg.data.feature_dim,
+                                          crops=cfg.data.layout != "per_crop")[0] for item in test_items)
+            if len(gt.flat) != need:
+                raise DataError(f"{cfg.data.gt}: {len(gt.flat):,} frames, the test features need {need:,} "
+                                "(16 per snippet)")
     if cfg.train.teacher_ckpt:
         _check_teacher(cfg)
