@@ -95,3 +95,22 @@ def test_detect_warns_when_the_model_was_trained_on_synthetic_features(tiny_data
     assert "trained on synthetic" in capsys.readouterr().err and not (tmp_path / "s").exists()
     assert main(["detect", str(CLIP), "--ckpt", str(real), "--out", str(out), "--crops", "5", *FAST]) == 0
     assert "trained on 1-crop features, detect computes 5" in capsys.readouterr().err
+
+
+def test_older_checkpoint_without_the_record_is_inferred_from_its_data(tiny_dataset, tmp_path) -> None:
+    import torch
+
+    from test_detect import tiny_config
+
+    from pivad.config import to_dict
+    from pivad.engine.checkpoint import load_model, save_checkpoint
+    from pivad.models import build_model
+
+    cfg = tiny_config()
+    cfg.data.root = str(tiny_dataset)
+    save_checkpoint(tmp_path / "old.pt", {"kind": "urdmu", "config": to_dict(cfg), "features": None,
+                                          "model": build_model("urdmu", cfg).state_dict()})
+    old = torch.load(tmp_path / "old.pt", weights_only=True)
+    del old["features"]  # as written before the record existed
+    torch.save(old, tmp_path / "old.pt")
+    assert load_model(tmp_path / "old.pt")[2]["features"]["source"].startswith("synthetic")

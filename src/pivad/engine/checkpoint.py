@@ -151,6 +151,14 @@ def model_from_checkpoint(ckpt: dict, path: str | Path = "<memory>") -> tuple[to
     return model, cfg
 
 
+def _features_of_older(ckpt: dict) -> dict | None:
+    """Checkpoints from before the ``features`` record: inferred from their config when its data is on disk."""
+    from pivad.engine.provenance import training_features
+
+    data = ckpt["config"].get("data", {}) if isinstance(ckpt.get("config"), dict) else {}
+    return training_features(ckpt["config"]) if data.get("root") and Path(data["root"]).is_dir() else None
+
+
 def load_model(path: str | Path, cfg: Any = None) -> tuple[torch.nn.Module, Any, dict]:
     """Full model (π-VAD with its inductors, or UR-DMU) in eval mode, its Config, and meta.
 
@@ -182,7 +190,7 @@ def load_model(path: str | Path, cfg: Any = None) -> tuple[torch.nn.Module, Any,
         "metrics": ckpt.get("metrics") or {},
         "threshold": ckpt.get("threshold", cfg.eval.threshold),
         "version": ckpt["version"],
-        "features": ckpt.get("features"),
+        "features": ckpt.get("features") or _features_of_older(ckpt),
     }
     return model.eval(), cfg, meta
 
