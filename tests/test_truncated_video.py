@@ -114,3 +114,29 @@ def test_older_checkpoint_without_the_record_is_inferred_from_its_data(tiny_data
     del old["features"]  # as written before the record existed
     torch.save(old, tmp_path / "old.pt")
     assert load_model(tmp_path / "old.pt")[2]["features"]["source"].startswith("synthetic")
+
+
+def test_detect_warns_when_the_features_came_from_other_i3d_weights(tmp_path, capsys) -> None:
+    """extract rgb leaves features.json; a checkpoint trained on those features records the I3D weights."""
+    from test_detect import FAST, make_checkpoint, tiny_config
+
+    from pivad.config import to_dict
+    from pivad.engine.checkpoint import load_checkpoint, save_checkpoint
+    from pivad.engine.provenance import training_features
+
+    feats = tmp_path / "feats"
+    assert main(["extract", "rgb", str(CLIP), "--out", str(feats), "--crops", "1", "--weights", "random:0",
+                 "--crop-size", "112", "--no-progress"]) == 0
+    assert json.loads((feats / "features.json").read_text())["i3d"] == "random:0"
+    cfg = tiny_config()
+    cfg.data.train_list = str(feats / "rgb.list")
+    assert training_features(to_dict(cfg))["i3d"] == "random:0"
+    ckpt = load_checkpoint(make_checkpoint(tmp_path / "a.pt"))
+    save_checkpoint(tmp_path / "b.pt", {**{k: ckpt[k] for k in ("kind", "model", "threshold")},
+                                        "config": to_dict(cfg)})
+    capsys.readouterr()
+    fast = [a if a != "random:0" else "random:1" for a in FAST]
+    assert main(["detect", str(CLIP), "--ckpt", str(tmp_path / "b.pt"), "--out", str(tmp_path / "o"), *fast]) == 0
+    assert "trained on features of I3D random:0, detect computes them with random:1" in capsys.readouterr().err
+    assert main(["detect", str(CLIP), "--ckpt", str(tmp_path / "b.pt"), "--out", str(tmp_path / "o"), *FAST]) == 0
+    assert "I3D" not in capsys.readouterr().err

@@ -138,10 +138,11 @@ def _run_offline(args: argparse.Namespace, scorer) -> int:
     info = probe(video)  # fails early, naming the file, for missing/non-video input
     encoder = _encoder(args, scorer)
     threshold, source = _threshold(args, scorer)
-    from pivad.engine.provenance import feature_warnings
+    from pivad.engine.provenance import feature_warnings, i3d_identity
 
+    i3d = None if args.i3d_onnx else i3d_identity(args.i3d_weights)  # an exported I3D does not say its weights
     notes = feature_warnings((scorer.meta or {}).get("features"), crops=encoder.options.crops,
-                             where=args.ckpt or args.onnx)
+                             where=args.ckpt or args.onnx, i3d=i3d)
     if notes and args.strict:
         raise PivadError(f"{notes[0]} (--strict)")
     for note in notes:

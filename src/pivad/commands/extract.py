@@ -134,6 +134,12 @@ def _run_rgb(args: argparse.Namespace) -> int:
     list_path = Path(args.list_out) if args.list_out else out_dir / "rgb.list"
     print(summary.text(), file=sys.stderr)
     if any(job.is_done() for job in jobs) or list_path.exists():  # no empty list when nothing was extracted
+        from pivad.engine.provenance import RECORD, i3d_identity
+        from pivad.io import atomic_write_json
+
+        atomic_write_json(out_dir / RECORD, {"extractor": "pivad extract rgb", "i3d": i3d_identity(args.weights),
+                                             "crops": args.crops, "crop_size": args.crop_size,
+                                             "resize": args.resize, "interp": args.interp})
         n_lines = rgb.write_feature_list(list_path, jobs)
         print(f"wrote {list_path} ({n_lines} crop files)", file=sys.stderr)
     return summary.exit_code()
