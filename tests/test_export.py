@@ -50,6 +50,9 @@ def test_export_cli_and_detect_with_onnx_match_ckpt(tmp_path, capsys):
     with_ckpt = _detect_scores(tmp_path, "ckpt", ["--ckpt", str(ckpt)])
     with_onnx = _detect_scores(tmp_path, "onnx", ["--onnx", str(onnx_path)])
     assert len(with_ckpt) == 3 and np.abs(with_onnx - with_ckpt).max() < 1e-5
+    from pivad.detect.pipeline import OnnxScorer
+
+    assert OnnxScorer(onnx_path).meta["features"]["source"] == "i3d"  # detect --onnx can warn as --ckpt does
 
 
 @pytest.mark.slow

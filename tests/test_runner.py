@@ -109,4 +109,4 @@ def test_progress_per_video_and_overall(tmp_path, capsys):
     run_jobs(_jobs(tmp_path, ["v3", "bad1"]), CountingWorker(), progress=True, desc="extract rgb")
     err = capsys.readouterr().err
     assert "extract rgb" in err and "2/2" in err
-    assert "pivad: skipped " in err and "bad1.mp4: cannot open as a video" in err
+    assert "pivad: failed: " in err and "skipped " not in err.split("videos:")[0] and "bad1.mp4: cannot open as a video" in err

@@ -228,3 +228,38 @@ def test_run_synth_and_cli(tmp_path: Path, capsys) -> None:
     assert main(["data", "synth", "--out", str(tmp_path / "mine"), "--preset", "tiny"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("pivad: error: ") and "no readable meta.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_stale_cache_with_user_files_is_refused_and_kept(tmp_path: Path) -> None:
+    out = write_synthetic_dataset(tmp_path / "d", seed=1, preset="tiny", **SMALL)
+    before = _digest(out)
+    (out / "MY_NOTES.txt").write_text("mine")
+    (out / "my_runs").mkdir()
+    (out / "my_runs" / "important.txt").write_text("mine too")
+    for force in (False, True):  # other settings (a stale cache) and --force alike
+        with pytest.raises(DataError, match=r"holds MY_NOTES.txt, which the generator did not write"):
+            synthesize(out, seed=5, preset="tiny", force=force, **SMALL)
+    assert (out / "MY_NOTES.txt").read_text() == "mine"
+    (out / "MY_NOTES.txt").unlink()
+    with pytest.raises(DataError, match=r"holds my_runs, "):
+        synthesize(out, seed=5, preset="tiny", **SMALL)
+    (out / "my_runs" / "important.txt").unlink()
+    (out / "my_runs").rmdir()
+    extra = sorted((out / "rgb").iterdir())[0] / "extra.npy"  # a look-alike name in the generator's folders
+    extra.write_bytes(b"x")
+    with pytest.raises(DataError, match=r"extra.npy, which"):
+        synthesize(out, seed=5, preset="tiny", **SMALL)
+    extra.unlink()
+    assert _digest(out) == before
+    assert synthesize(out, seed=5, preset="tiny", **SMALL) == (out, True)  # only its own files: replaced
+
+
+def test_synth_cli_refuses_user_files_in_one_line(tmp_path: Path, capsys) -> None:
+    from pivad.cli import main
+
+    out = write_synthetic_dataset(tmp_path / "d", seed=1, preset="tiny", **SMALL)
+    (out / "MY_NOTES.txt").write_text("mine")
+    assert main(["data", "synth", "--out", str(out), "--preset", "tiny", "--seed", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pivad: error: {out}: holds MY_NOTES.txt") and len(err.strip().splitlines()) == 1
+    assert (out / "MY_NOTES.txt").read_text() == "mine"

@@ -22,6 +22,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "evaluate a run or checkpoint: metrics, tables, plots"),
     "ablate": ("ablate", "run an ablation grid and tabulate it"),
     "info": ("info", "parameters and multiply-accumulates per module"),
+    "config": ("config", "print the resolved config (defaults <- -c FILE <- overrides)"),
     "extract": ("extract", "extract RGB (I3D) or modality features from videos"),
     "detect": ("detect", "score a video file or stream with a trained model"),
     "export": ("export", "export the RGB-only inference model (ONNX)"),

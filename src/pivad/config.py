@@ -212,7 +212,10 @@ def from_dict(values: dict) -> Config:
     """Build a validated :class:`Config` from a nested dict (missing keys take defaults)."""
     if not isinstance(values, dict):
         raise ConfigError(f"config: expected a mapping at the top level, got {type(values).__name__}")
-    return _build(Config, values)
+    cfg = _build(Config, values)
+    if cfg.data.num_crops < 0:
+        raise ConfigError(f"config key 'data.num_crops': must be >= 0 (0: any number), got {cfg.data.num_crops}")
+    return cfg
 
 
 # ------------------------------------------------------------------------------------------ overrides
@@ -264,6 +267,20 @@ def overrides_to_dict(overrides: list[str]) -> dict:
 # -------------------------------------------------------------------------------------------- files
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (line {key_node.start_mark.line + 1})", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
@@ -271,9 +288,12 @@ def read_yaml(path: str | Path) -> dict:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
     try:
-        values = yaml.safe_load(text) or {}
+        values = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+        if problem and mark is not None and "(line " not in problem:
+            problem = f"{problem} (line {mark.line + 1})"
+        raise ConfigError(f"{path}: not valid YAML ({problem or str(exc).splitlines()[0]})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return values

@@ -151,6 +151,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, opset: int = DEFAULT_OP
         "input": "features [b, n, T, 1024] float32 (videos, crops, snippets)",
         "output": "scores [b, T] (crop mean)",
         "pivad_version": __version__,
+        "features": meta.get("features"),  # what it was trained on: detect --onnx warns as with --ckpt
     }
     if cfg.model.input_dim != FEATURE_DIM:
         raise PivadError(f"{ckpt}: the model takes {cfg.model.input_dim}-d features, not I3D's {FEATURE_DIM}")

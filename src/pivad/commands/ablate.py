@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
     if not seeds:
         raise ConfigError("--seeds: no seed given")
     cfg = config_from_args(args)
+    from pivad.outputs import check_output_dir
+
+    check_output_dir(args.out or cfg.train.out_dir, "--out" if args.out else "train.out_dir")
     table = run_ablation(cfg, grid=args.grid, specs=args.specs, seeds=seeds, out_dir=args.out,
                          progress=not args.no_progress)
     print(table["markdown"])

@@ -109,6 +109,9 @@ def run_gt(args: argparse.Namespace) -> int:
 
     if args.snippet < 1:
         raise DataError(f"--snippet must be positive, got {args.snippet}")
+    from pivad.outputs import check_output_file
+
+    check_output_file(args.out)
     annotations = parse_annotations(args.annotation, args.fmt)
     items = read_list(args.list_path, root=args.root, layout=args.layout, label_rule=args.label_rule or args.fmt)
     for message in check_coverage([(it.name, it.label) for it in items], annotations, annotation_path=args.annotation):
@@ -174,10 +177,9 @@ def _check_ground_truth(cfg, test) -> str:
         return "ground truth: no test set"
     need = 16 * int(np.sum(test.lengths))
     if d.gt:
-        try:
-            n = int(np.load(d.gt, mmap_mode="r").shape[0])
-        except (OSError, ValueError, IndexError) as exc:
-            raise DataError(f"{d.gt}: cannot read ground truth ({exc.__class__.__name__}: {exc})") from None
+        from pivad.data.ground_truth import read_gt_vector
+
+        n = int(read_gt_vector(d.gt).shape[0])
         if n != need:
             raise DataError(f"{d.gt}: {n:,} frames, the test features need {need:,} (16 per snippet)")
         return f"ground truth: {d.gt} ({n:,} frames, matches the test features)"
@@ -196,12 +198,31 @@ def _check_ground_truth(cfg, test) -> str:
     )
 
 
+def _warn_unknown_classes(cfg, bundle) -> None:
+    """A warning per class a list names that is not among the dataset's classes (a typo, another rule)."""
+    from pivad.data.labels import NORMAL, known_classes
+
+    known = known_classes(cfg.data.label_rule, cfg.data.classes)
+    if known is None:
+        return
+    for split, path in (("train", cfg.data.train_list), ("test", cfg.data.test_list)):
+        sets = [bundle.train_normal, bundle.train_abnormal, bundle.val] if split == "train" else [bundle.test]
+        seen: dict[str, str] = {}
+        for item in (it for s in sets if s is not None for it in s.items):
+            if item.cls != NORMAL and item.cls not in known:
+                seen.setdefault(item.cls, item.name)
+        for cls, video in seen.items():
+            where = "data.classes" if cfg.data.classes else f"the {cfg.data.label_rule} classes"
+            _warn(f"{path}: class '{cls}' (video {video}) is not one of {where} ({', '.join(sorted(known))})")
+
+
 def run_check(args: argparse.Namespace) -> int:
     from pivad.cli import config_from_args
     from pivad.data.datasets import build_datasets
 
     cfg = config_from_args(args)
     bundle = build_datasets(cfg)
+    _warn_unknown_classes(cfg, bundle)
     layout = cfg.data.layout
     rows = [["split", "videos", "normal", "abnormal", "crops", "T range", "modalities"]]
     rows.append(_split_row("train (normal)", bundle.train_normal, layout))

@@ -14,14 +14,16 @@ import time
 from pathlib import Path
 
 from pivad.cli import add_config_arguments
+from pivad.data.synth import PRESETS
 
-REPO_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "demo.yaml"
+# shipped as package data (src/pivad/configs links to the repo's configs/), so an installed pivad has it
+REPO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--out", default=".", metavar="DIR", help="working folder (data in DIR/demo_data, runs in DIR/results)")
-    parser.add_argument("--preset", default="demo", help="synthetic dataset preset (demo | tiny)")
+    parser.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="synthetic dataset preset")
     parser.add_argument("--data-seed", type=int, default=0, help="synthetic dataset seed")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -53,24 +55,46 @@ def demo_config(config: str | None, overrides: list[str], data_dir: Path, out: P
     }
     values = merge_dict(values, {"data": data, "train": {"out_dir": str(out / "results")}})
     values = merge_dict(values, overrides_to_dict(overrides))
-    return from_dict(values)
+    return _fit_batches(from_dict(values), meta)
+
+
+def _fit_batches(cfg, meta: dict):
+    """Batches no larger than the training crops of each label (a small preset has fewer than the demo
+    config's 16), so that every preset ``--help`` offers runs; said on stderr when it changes them."""
+    sizes = meta.get("sizes", {}).get("train", {})
+    for label, key in (("normal", "batch_normal"), ("abnormal", "batch_abnormal")):
+        n = int(sizes.get(label, 0))
+        held = 0 if cfg.data.val_fraction <= 0 else min(max(round(cfg.data.val_fraction * n), 1), n - 1)
+        entries = (n - held) * int(meta.get("num_crops", 1))
+        if 0 < entries < getattr(cfg.data, key):
+            print(f"pivad: data.{key} {getattr(cfg.data, key)} -> {entries}: the dataset has {entries} "
+                  f"{label} training crops", file=sys.stderr)
+            setattr(cfg.data, key, entries)
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int:
     from pivad.data.synth import write_synthetic_dataset
     from pivad.engine.report import evaluate_run, render_table
-    from pivad.engine.runs import new_run_dir
+    from pivad.engine.preflight import check_run_inputs
+    from pivad.engine.runs import finish_run, new_run_dir
     from pivad.engine.trainer import train
 
+    from pivad.outputs import check_output_dir
+
     t0 = time.time()
-    out = Path(args.out)
+    out = check_output_dir(args.out)
     data_dir = out / "demo_data" if args.preset == "demo" else out / f"demo_data_{args.preset}"
     print(f"[1/3] synthetic dataset ({args.preset}): {data_dir}", file=sys.stderr)
     write_synthetic_dataset(data_dir, seed=args.data_seed, preset=args.preset)
     cfg = demo_config(args.config, args.overrides, data_dir, out)
-    run_dir = new_run_dir(cfg.train.out_dir, cfg.train.model, cfg.data.name)
+    check_run_inputs(cfg)
+    run_dir = new_run_dir(cfg.train.out_dir, cfg.train.model, cfg.data.name, link=False)
     print(f"[2/3] training UR-DMU teacher and π-VAD: {run_dir}", file=sys.stderr)
-    result = train(cfg, run_dir, progress=not args.no_progress)
+    try:
+        result = train(cfg, run_dir, progress=not args.no_progress)
+    finally:
+        finish_run(run_dir, created=True)
     if result.interrupted:
         print(f"pivad: stopped; continue with: pivad train --resume {run_dir}", file=sys.stderr)
         return 130

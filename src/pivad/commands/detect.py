@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     parser.add_argument("--mp4", action="store_true", help="also write the video with the score drawn on it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail (exit 2, nothing written) where a warning would be given, e.g. a truncated video")
     stream = parser.add_argument_group("streaming")
     stream.add_argument("--window", type=int,
                         help="snippets of context the model sees (default: data.num_segments, 200)")
@@ -99,6 +101,19 @@ def run(args: argparse.Namespace) -> int:
         raise PivadError("--min-frames must be >= 1 and --merge-gap >= 0")
     if args.max_frames is not None and args.max_frames < 1:
         raise PivadError("--max-frames must be >= 1")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise PivadError(f"--threshold {args.threshold:g}: scores lie in [0, 1], so the threshold must too")
+    from pivad.outputs import check_output_dir, check_output_file
+    from pivad.video.crops import Resize, check_crop
+
+    if args.video and args.out:
+        check_output_dir(args.out)
+    if args.stream and args.csv:
+        check_output_file(args.csv, "--csv")
+    try:
+        check_crop(Resize.parse(args.resize, args.interp), args.crop_size)
+    except ValueError as exc:
+        raise PivadError(f"--resize: {exc}") from None
     scorer = _scorer(args)
     return _run_stream(args, scorer) if args.stream else _run_offline(args, scorer)
 
@@ -123,9 +138,23 @@ def _run_offline(args: argparse.Namespace, scorer) -> int:
     info = probe(video)  # fails early, naming the file, for missing/non-video input
     encoder = _encoder(args, scorer)
     threshold, source = _threshold(args, scorer)
+    from pivad.engine.provenance import feature_warnings, i3d_identity
+
+    i3d = None if args.i3d_onnx else i3d_identity(args.i3d_weights)  # an exported I3D does not say its weights
+    notes = feature_warnings((scorer.meta or {}).get("features"), crops=encoder.options.crops,
+                             where=args.ckpt or args.onnx, i3d=i3d)
+    if notes and args.strict:
+        raise PivadError(f"{notes[0]} (--strict)")
+    for note in notes:
+        print(f"pivad: warning: {note}", file=sys.stderr)
     total = info.n_snippets if args.max_frames is None else min(info.n_snippets, -(-args.max_frames // 16))
     with tqdm(total=total, unit="snippet", desc=video.name, disable=args.no_progress, file=sys.stderr) as bar:
         det = detect_video(video, encoder, scorer, args.max_frames, progress=bar.update)
+    if det.warnings and args.strict:
+        raise PivadError(f"{det.warnings[0]} (--strict)")
+    for warning in det.warnings:
+        print(f"pivad: warning: {warning}", file=sys.stderr)
+    det.warnings[:0] = notes  # printed above, recorded in the JSON with the rest
     intervals = find_intervals(det.frame_scores, threshold, args.min_frames, args.merge_gap)
     rule = {"min_frames": args.min_frames, "merge_gap": args.merge_gap}
     payload = summary(det, threshold, source, intervals, rule, scorer.describe(), encoder.options.describe())

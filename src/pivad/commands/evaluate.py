@@ -35,6 +35,26 @@ def _overrides(args: argparse.Namespace, base_config: Path | None):
     return None
 
 
+MODEL_SECTIONS = ("model", "inductor", "loss", "train")  # rebuilt from a pivad checkpoint's own config
+
+
+def _is_official(ckpt: Path) -> bool:
+    from pivad.engine.checkpoint import _torch_load, is_state_dict
+
+    return is_state_dict(_torch_load(ckpt))
+
+
+def _note_ignored(overrides: list[str]) -> None:
+    """Say which overrides cannot apply: a pivad checkpoint is rebuilt with its own model sections."""
+    import sys
+
+    for token in overrides:
+        key = token[2:].split("=", 1)[0] if token.startswith("--") else ""
+        if key.split(".", 1)[0] in MODEL_SECTIONS:
+            print(f"pivad: warning: --{key} ignored: a pivad checkpoint is rebuilt with the model and training "
+                  "settings it was trained with (only data.* and eval.* apply)", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from pivad.engine.report import evaluate_checkpoints, run_checkpoints
     from pivad.engine.runs import resolve_run_dir
@@ -59,6 +79,12 @@ def run(args: argparse.Namespace) -> int:
 
             if is_state_dict(_torch_load(ckpt)):
                 raise ConfigError(f"{ckpt}: an official UR-DMU state dict carries no data config: add -c CONFIG")
+    from pivad.outputs import check_output_dir
+
+    check_output_dir(out)
+    official = args.ckpt and overrides is not None and _is_official(Path(args.ckpt))
+    if not official:
+        _note_ignored(args.overrides)
     evaluate_checkpoints(checkpoints, out, overrides=overrides, progress=not args.no_progress,
                          plots=not args.no_plots)
     print(f"metrics: {out / 'metrics.json'}")

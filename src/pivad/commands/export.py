@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and out.is_dir():
         raise PivadError(f"{out}: is a folder; --out takes a file name such as model.onnx")
+    from pivad.outputs import check_output_file
+
+    check_output_file(out)
     path, check = export_checkpoint(args.ckpt, out, args.opset, lengths)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); onnxruntime vs torch max abs diff: {check.text()}")
     failed = check.worst > args.tolerance

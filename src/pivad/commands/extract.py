@@ -82,7 +82,7 @@ def _run_modalities(rest: list[str]) -> int:
 def _run_rgb(args: argparse.Namespace) -> int:
     from pivad.extract import rgb
     from pivad.extract.runner import run_jobs
-    from pivad.video.crops import Resize
+    from pivad.video.crops import Resize, check_crop
 
     if args.check:
         if len(args.videos) != 1:
@@ -92,6 +92,11 @@ def _run_rgb(args: argparse.Namespace) -> int:
         return 0 if comparison.shape == comparison.ref_shape else 1
     if not args.out:
         raise PivadError("extract rgb: --out DIR is required")
+    from pivad.outputs import check_output_dir, check_output_file
+
+    check_output_dir(args.out)
+    if args.list_out:
+        check_output_file(args.list_out, "--list-out")
     if bool(args.videos) == bool(args.video_list):
         raise PivadError("extract rgb: give video files/folders or --list FILE (one of them)")
     videos = rgb.read_video_list(args.video_list) if args.video_list else rgb.expand_videos(args.videos)
@@ -106,6 +111,7 @@ def _run_rgb(args: argparse.Namespace) -> int:
             import PIL  # noqa: F401
         except ImportError:
             raise PivadError("--interp lanczos needs Pillow: pip install 'pivad[extract]' (or use --interp bilinear)") from None
+    check_crop(resize, args.crop_size)
     options = rgb.RGBOptions(crops=args.crops, weights=args.weights, batch=args.batch, device=args.device,
                              resize=resize, crop_size=args.crop_size)  # fmt: skip
     if args.device.startswith("cuda"):
@@ -126,7 +132,14 @@ def _run_rgb(args: argparse.Namespace) -> int:
     summary = run_jobs(jobs, worker, executor=executor, overwrite=args.overwrite, progress=not args.no_progress,
                        desc="extract rgb")  # fmt: skip
     list_path = Path(args.list_out) if args.list_out else out_dir / "rgb.list"
-    n_lines = rgb.write_feature_list(list_path, jobs)
     print(summary.text(), file=sys.stderr)
-    print(f"wrote {list_path} ({n_lines} crop files)", file=sys.stderr)
+    if any(job.is_done() for job in jobs) or list_path.exists():  # no empty list when nothing was extracted
+        from pivad.engine.provenance import RECORD, i3d_identity
+        from pivad.io import atomic_write_json
+
+        atomic_write_json(out_dir / RECORD, {"extractor": "pivad extract rgb", "i3d": i3d_identity(args.weights),
+                                             "crops": args.crops, "crop_size": args.crop_size,
+                                             "resize": args.resize, "interp": args.interp})
+        n_lines = rgb.write_feature_list(list_path, jobs)
+        print(f"wrote {list_path} ({n_lines} crop files)", file=sys.stderr)
     return summary.exit_code()

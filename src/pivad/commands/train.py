@@ -34,8 +34,8 @@ def _shared_run_dir(cfg, requested: str | None) -> Path:
         if requested:
             path = Path(requested)
             path.mkdir(parents=True, exist_ok=True)
-        else:
-            path = new_run_dir(cfg.train.out_dir, cfg.train.model, cfg.data.name)
+        else:  # `latest` moves only once the run holds a checkpoint (finish_run)
+            path = new_run_dir(cfg.train.out_dir, cfg.train.model, cfg.data.name, link=False)
     if info.enabled:
         import torch.distributed as dist
 
@@ -45,28 +45,54 @@ def _shared_run_dir(cfg, requested: str | None) -> Path:
     return path
 
 
+def _resume_line(run_dir: Path) -> str:
+    """Where a resumed run continues from (its last.pt), said before any work."""
+    from pivad.engine.checkpoint import load_checkpoint
+    from pivad.errors import CheckpointError
+
+    last = run_dir / "last.pt"
+    if not last.is_file():
+        raise CheckpointError(f"{last}: nothing to resume (no last.pt in the run directory)")
+    ck = load_checkpoint(last)
+    return (f"resuming from global step {ck.get('global_step')} ({ck.get('phase')} phase, step {ck.get('step')}) "
+            f"of {last}")
+
+
 def run(args: argparse.Namespace) -> int:
     from pivad.config import load_config
     from pivad.engine.ddp import init_distributed, shutdown
     from pivad.engine.report import evaluate_run
-    from pivad.engine.runs import resolve_run_dir
-    from pivad.engine.trainer import plan_phases, train
+    from pivad.engine.preflight import check_run_inputs
+    from pivad.engine.runs import finish_run, resolve_run_dir
+    from pivad.engine.trainer import train
     from pivad.errors import ConfigError
 
+    created = False
     if args.resume:
         if args.config or args.overrides:
             raise ConfigError("--resume continues a run with its own config.yaml: drop -c and overrides")
         run_dir = resolve_run_dir(args.resume)
         cfg = load_config(run_dir / "config.yaml")
     else:
+        if not args.config:
+            raise ConfigError("pivad train: give -c CONFIG (e.g. configs/ucf_crime.yaml) or --resume RUN_DIR; "
+                              "`pivad config show` prints the defaults")
         cfg = config_from_args(args)
-        plan_phases(cfg)  # refuse a bad train.* before creating a run folder
+        # every input the run will read, before a run folder exists (a bad one must not leave an empty vN)
+        check_run_inputs(cfg, evaluate=not args.no_eval, out_dir=args.run_dir)
+        created = not args.run_dir
         run_dir = _shared_run_dir(cfg, args.run_dir)
     info = init_distributed(cfg.train.device)
     if info.is_main:
         print(f"run directory: {run_dir}", file=sys.stderr)
-    result = train(cfg, run_dir, resume=bool(args.resume), stop_after=args.stop_after,
-                   progress=not args.no_progress)
+        if args.resume:
+            print(_resume_line(run_dir), file=sys.stderr)
+    try:
+        result = train(cfg, run_dir, resume=bool(args.resume), stop_after=args.stop_after,
+                       progress=not args.no_progress)
+    finally:
+        if info.is_main and not args.run_dir and not args.resume:
+            finish_run(run_dir, created)
     if result.interrupted:
         if info.is_main:
             print(f"pivad: stopped at step {result.global_step}; continue with: pivad train --resume {run_dir}",

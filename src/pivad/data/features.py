@@ -26,8 +26,13 @@ def _read_header(fp, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
             return np.lib.format.read_array_header_1_0(fp)
         if version == (2, 0):
             return np.lib.format.read_array_header_2_0(fp)
-    except ValueError as exc:
-        raise DataError(f"{path}: not a .npy file ({str(exc).splitlines()[0]})") from None
+    except (ValueError, SyntaxError, TypeError, EOFError, UnicodeDecodeError) as exc:
+        # numpy parses the header dict with ast.literal_eval: a damaged one raises SyntaxError/TokenError
+        # (a SyntaxError subclass in Python >= 3.12; tokenize.TokenError before, caught below)
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        raise DataError(f"{path}: not a .npy file (damaged header: {first})") from None
+    except Exception as exc:  # noqa: BLE001 - tokenize.TokenError and whatever else a damaged header raises
+        raise DataError(f"{path}: not a .npy file (damaged header: {type(exc).__name__})") from None
     # format 3.0 only serves structured dtypes with non-latin-1 field names
     raise DataError(f"{path}: .npy format {version[0]}.{version[1]} holds a structured array, expected floats")
 

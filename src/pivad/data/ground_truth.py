@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -135,3 +136,25 @@ def check_coverage(
             f"(e.g. {', '.join(extra[:3])}{more}); they are ignored"
         )
     return warnings
+
+
+def read_gt_vector(path: str | Path) -> np.ndarray:
+    """A precomputed flat frame ground truth (``gt.npy``, memory-mapped): 1-D and binary (0/1 only),
+    else :class:`DataError` naming the file. Metrics of a non-binary one would all be ``nan``."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # numpy's note on Python-2 headers: the checks below decide
+            warnings.simplefilter("ignore")
+            flat = np.load(path, mmap_mode="r")  # allow_pickle stays False: no object arrays, no code
+    except Exception as exc:  # noqa: BLE001 - a damaged header raises SyntaxError/TokenError/EOFError too
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise DataError(f"{path}: cannot read ground truth ({reason})") from None
+    if flat.ndim != 1 or flat.dtype.kind not in "biuf":
+        raise DataError(f"{path}: ground truth must be a 1-D numeric vector of 0/1 per frame, "
+                        f"got shape {list(flat.shape)} dtype {flat.dtype}")
+    bad = np.flatnonzero((flat != 0) & (flat != 1))
+    if bad.size:
+        raise DataError(f"{path}: ground truth must be 0 or 1 per frame; frame {int(bad[0])} is "
+                        f"{flat[bad[0]].item()!r} ({bad.size:,} such frames)")
+    return flat

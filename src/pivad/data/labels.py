@@ -26,6 +26,10 @@ from pivad.errors import ConfigError
 
 NORMAL = "Normal"
 
+# UCF-Crime's 13 anomaly classes (the ``ucf`` rule's class names when data.classes is not set).
+UCF_CLASSES = ("Abuse", "Arrest", "Arson", "Assault", "Burglary", "Explosion", "Fighting", "RoadAccidents",
+               "Robbery", "Shooting", "Shoplifting", "Stealing", "Vandalism")
+
 # XD-Violence label codes (A = normal); a video lists up to three codes, the first is the main class.
 XD_CLASSES = {
     "A": NORMAL,
@@ -91,3 +95,15 @@ def label_rule(rule: str) -> LabelFn:
     if rule not in rules:
         raise ConfigError(f"data.label_rule: unknown rule {rule!r} (known: {', '.join(LABEL_RULES)})")
     return rules[rule]
+
+
+def known_classes(rule: str, configured: list[str] | tuple[str, ...] = ()) -> set[str] | None:
+    """The anomaly classes a list may name: ``data.classes`` when set, else the dataset's own (ucf, xd);
+    None when there is no fixed set (msad, regex rules without data.classes)."""
+    if configured:
+        return set(configured)
+    if rule == "ucf":
+        return set(UCF_CLASSES)
+    if rule == "xd":
+        return {c for code, c in XD_CLASSES.items() if code != "A"}
+    return None

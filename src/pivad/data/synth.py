@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from pivad.data.synth_files import first_foreign
 from pivad.data.synth_signal import (
     DEFAULT_DISTRACTORS,
     DEFAULT_EVENT_FRACTION,
@@ -278,9 +279,10 @@ def _write_all(tmp: Path, spec: DatasetSpec, seed: int, preset: str, plans: list
 
 def _read_meta(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return meta if isinstance(meta, dict) else None
 
 
 def synthesize(
@@ -309,6 +311,11 @@ def synthesize(
             raise DataError(f"{meta_path}: not written by {GENERATOR}; remove the folder or choose another --out")
         elif {k: meta.get(k) for k in want} == want and not force:
             return out, False
+        elif (foreign := first_foreign(out, meta)) is not None:  # replacing would lose the user's files
+            raise DataError(
+                f"{out}: holds {foreign.relative_to(out)}, which the generator did not write; "
+                "move it out or choose another --out (nothing was replaced)"
+            )
         elif not force:  # our own output made with other settings: a stale cache, replaced
             print(
                 f"pivad: {out} holds a synthetic dataset with other settings (seed {meta.get('seed')}, "

@@ -28,7 +28,7 @@ import numpy as np
 
 from pivad.errors import CheckpointError, PivadError
 from pivad.video.crops import CROP, Resize, take_crops, to_model_input
-from pivad.video.decode import SNIPPET, VideoInfo, iter_snippets, probe
+from pivad.video.decode import SNIPPET, VideoInfo, frames_short, iter_snippets, probe
 
 FEATURE_DIM = 1024
 ONNX_META_KEY = "pivad"  # metadata_props key of the JSON that `pivad export` stores in the ONNX file
@@ -245,6 +245,7 @@ class Detection:
     snippet_scores: np.ndarray
     features: np.ndarray  # (C, T, 1024) float32
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # one line each: what the scores may not cover
 
     @property
     def frame_scores(self) -> np.ndarray:
@@ -322,4 +323,6 @@ def detect_video(
         scores = np.asarray(scorer(feats), dtype=np.float32)  # (T,)
     if scores.shape != (feats.shape[1],):
         raise PivadError(f"the model returned scores of shape {list(scores.shape)} for {feats.shape[1]} snippets")
-    return Detection(info, n_frames, scores, feats, dict(timer.seconds))
+    expected = info.n_frames if max_frames is None else min(info.n_frames, max_frames)
+    short = frames_short(path, n_frames, expected)
+    return Detection(info, n_frames, scores, feats, dict(timer.seconds), warnings=[short] if short else [])

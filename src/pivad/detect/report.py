@@ -65,6 +65,7 @@ def summary(
         "snippet_scores": [float(s) for s in det.snippet_scores],
         "model": model,
         "features": features,
+        "warnings": list(det.warnings),
         "timings_s": {k: round(v, 4) for k, v in det.timings.items()},
     }
 

@@ -21,7 +21,6 @@ through :func:`load_model` / :func:`load_inference_model`.
 
 from __future__ import annotations
 
-import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import torch
 from pivad import __version__
 from pivad.errors import CheckpointError
 from pivad.io import atomic_torch_save
+from pivad.safe_load import first_line, load_weights
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("version", "kind", "config", "model")
@@ -58,17 +58,15 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
         raise ValueError(f"checkpoint payload lacks {missing}")
     payload = dict(payload)
     payload["version"] = {"format": FORMAT_VERSION, "pivad": __version__}
+    if "features" not in payload:  # what it was trained on, so that detect can say when that is not video
+        from pivad.engine.provenance import training_features
+
+        payload["features"] = training_features(payload["config"])
     atomic_torch_save(path, _plain(payload))
 
 
 def _torch_load(path: Path) -> Any:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:200]})") from None
+    return load_weights(path, "checkpoint")
 
 
 def is_state_dict(obj: Any) -> bool:
@@ -127,6 +125,13 @@ def _strip_teacher(sd: dict, model: torch.nn.Module) -> dict:
     return {k: v for k, v in sd.items() if k in own or not k.startswith("teacher.")}
 
 
+def _fit_problem(exc: RuntimeError) -> str:
+    """The first concrete mismatch of a ``load_state_dict`` error (torch lists them one per line)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    detail = next((ln for ln in lines[1:] if "size mismatch" in ln or "Missing" in ln or "Unexpected" in ln), None)
+    return first_line(RuntimeError(detail or (lines[0] if lines else type(exc).__name__)), 200)
+
+
 def model_from_checkpoint(ckpt: dict, path: str | Path = "<memory>") -> tuple[torch.nn.Module, Any]:
     """Rebuild the model stored in a loaded checkpoint dict; returns (model, Config)."""
     from pivad.config import from_dict
@@ -141,9 +146,17 @@ def model_from_checkpoint(ckpt: dict, path: str | Path = "<memory>") -> tuple[to
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit the {kind} model of its config ({first[:200]})") from None
+        raise CheckpointError(f"{path}: weights do not fit the {kind} model of its config "
+                              f"({_fit_problem(exc)})") from None
     return model, cfg
+
+
+def _features_of_older(ckpt: dict) -> dict | None:
+    """Checkpoints from before the ``features`` record: inferred from their config when its data is on disk."""
+    from pivad.engine.provenance import training_features
+
+    data = ckpt["config"].get("data", {}) if isinstance(ckpt.get("config"), dict) else {}
+    return training_features(ckpt["config"]) if data.get("root") and Path(data["root"]).is_dir() else None
 
 
 def load_model(path: str | Path, cfg: Any = None) -> tuple[torch.nn.Module, Any, dict]:
@@ -162,8 +175,7 @@ def load_model(path: str | Path, cfg: Any = None) -> tuple[torch.nn.Module, Any,
         try:
             model = URDMU.from_official_state_dict(obj, cfg.model)
         except (KeyError, RuntimeError, ValueError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise CheckpointError(f"{path}: not an official UR-DMU state dict ({first[:200]})") from None
+            raise CheckpointError(f"{path}: not an official UR-DMU state dict ({first_line(exc, 200)})") from None
         meta = {"kind": "urdmu", "source": "official", "step": None, "phase": None, "metrics": {},
                 "threshold": cfg.eval.threshold}
         return model.eval(), cfg, meta
@@ -178,6 +190,7 @@ def load_model(path: str | Path, cfg: Any = None) -> tuple[torch.nn.Module, Any,
         "metrics": ckpt.get("metrics") or {},
         "threshold": ckpt.get("threshold", cfg.eval.threshold),
         "version": ckpt["version"],
+        "features": ckpt.get("features") or _features_of_older(ckpt),
     }
     return model.eval(), cfg, meta
 

@@ -101,10 +101,9 @@ class GroundTruth:
         self.flat = None
         self.gt_path = gt_path
         if gt_path:
-            try:
-                self.flat = np.load(gt_path, mmap_mode="r")
-            except (OSError, ValueError) as exc:
-                raise DataError(f"{gt_path}: cannot read ground truth ({exc})") from None
+            from pivad.data.ground_truth import read_gt_vector
+
+            self.flat = read_gt_vector(gt_path)
             self._offset = 0
         elif annotation:
             from pivad.data.annotations import parse_annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,10 @@ class MetricLogger:
     ``enabled=False`` (ranks other than 0) makes every call a no-op.
     """
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True,
+                 echo: bool = False) -> None:
         self.enabled = enabled
+        self.echo = echo  # one stderr line per evaluation record (training without progress bars)
         self.path = Path(run_dir) / "log.jsonl"
         self._tb = None
         if enabled and tensorboard:
@@ -54,6 +57,8 @@ class MetricLogger:
             fh.write(json.dumps(record) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        if self.echo and "selection_score" in values:
+            print(evaluation_line(record), file=sys.stderr, flush=True)
         if self._tb is not None:
             for key, value in record.items():
                 if key not in ("global_step", "phase", "step") and isinstance(value, (int, float)):
@@ -64,6 +69,15 @@ class MetricLogger:
             self._tb.flush()
             self._tb.close()
             self._tb = None
+
+
+def evaluation_line(record: dict[str, Any]) -> str:
+    """``teacher step 100 (global 100): selection 0.6123, auc 0.6, ...`` for one evaluation record."""
+    shown = [("selection", record.get("selection_score"))]
+    shown += [(k, v) for k, v in record.items()
+              if k not in ("global_step", "phase", "step", "selection_score") and isinstance(v, (int, float))][:4]
+    values = ", ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in shown)
+    return f"{record['phase']} step {record['step']} (global {record['global_step']}): {values}"
 
 
 def read_log(path: str | Path) -> list[dict]:

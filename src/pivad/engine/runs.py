@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 from pivad.errors import ConfigError
@@ -35,8 +36,9 @@ def update_latest(run_dir: Path) -> None:
             tmp.unlink()
 
 
-def new_run_dir(out_dir: str | Path, model: str, dataset: str) -> Path:
-    """Create the next free ``v<N>`` folder (race-safe) and point ``latest`` at it."""
+def new_run_dir(out_dir: str | Path, model: str, dataset: str, *, link: bool = True) -> Path:
+    """Create the next free ``v<N>`` folder (race-safe) and, with ``link``, point ``latest`` at it
+    (training leaves ``link`` off and calls :func:`finish_run` once the run holds a checkpoint)."""
     parent = Path(out_dir) / model / dataset
     parent.mkdir(parents=True, exist_ok=True)
     n = (_versions(parent) or [-1])[-1] + 1
@@ -47,8 +49,26 @@ def new_run_dir(out_dir: str | Path, model: str, dataset: str) -> Path:
             break
         except FileExistsError:
             n += 1
-    update_latest(run_dir)
+    if link:
+        update_latest(run_dir)
     return run_dir
+
+
+CHECKPOINTS = ("teacher.pt", "best.pt", "last.pt")
+_OWN_ENTRIES = {"config.yaml", "log.jsonl", "tb"}  # what a run writes before its first checkpoint
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return any((run_dir / name).is_file() for name in CHECKPOINTS)
+
+
+def finish_run(run_dir: Path, created: bool) -> None:
+    """After training (finished, interrupted or failed): point ``latest`` at ``run_dir`` when it holds a
+    checkpoint; otherwise remove it if this run ``created`` it and it holds only what the run wrote."""
+    if has_checkpoint(run_dir):
+        update_latest(run_dir)
+    elif created and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _OWN_ENTRIES:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def resolve_run_dir(path: str | Path) -> Path:

@@ -172,7 +172,7 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-        self.logger = MetricLogger(self.run_dir, enabled=self.is_main)
+        self.logger = MetricLogger(self.run_dir, enabled=self.is_main, echo=not self.progress)
 
     def _new_model(self, kind: str) -> torch.nn.Module:
         from pivad.models.factory import build_model

@@ -46,8 +46,8 @@ def read_manifest(root: Path) -> dict[str, Any]:
         return {"format": FORMAT, "modalities": {}}
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable manifest ({exc})") from None
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8 text
+        raise DataError(f"{path}: unreadable manifest ({type(exc).__name__})") from None
     if not isinstance(data, dict) or not isinstance(data.get("modalities"), dict):
         raise DataError(f"{path}: not a pivad modality manifest (no 'modalities' object)")
     return data

@@ -301,7 +301,9 @@ def run(args: argparse.Namespace) -> int:
     if not videos:
         raise PivadError(f"extract modalities: no video files in {' '.join(args.videos)}")
     options = options_from_args(args)
-    root = Path(args.out)
+    from pivad.outputs import check_output_dir
+
+    root = check_output_dir(args.out)
     names = [s.name for s in options.specs]
     worker = ModalityExtractor(options, root, overwrite=args.overwrite)
     # build the backbones here once: a bad model spec fails before any video, and the manifest needs them

@@ -16,11 +16,11 @@ from typing import Any, Iterator, TypeVar
 
 import numpy as np
 
-from pivad.errors import CheckpointError, DataError, PivadError
+from pivad.errors import CheckpointError, DataError, PivadError, VideoError
 from pivad.extract.runner import Report, VideoJob
 from pivad.io import atomic_save_npy, atomic_write_text
 from pivad.video.crops import CROP, Resize, take_crops, to_model_input
-from pivad.video.decode import SNIPPET, iter_snippets, probe
+from pivad.video.decode import SNIPPET, frames_short, iter_snippets, probe
 
 T = TypeVar("T")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
@@ -179,9 +179,16 @@ class RGBExtractor:
         import torch
 
         opt = self.options
-        total = probe(path).n_snippets
+        info = probe(path)
+        total = info.n_snippets
         group = max(1, opt.batch // opt.crops)  # snippets decoded per step
-        snippet_groups = iter_snippets(path, opt.snippet, batch=group, transform=opt.resize)
+        decoded = [0]
+
+        def transform(frame: np.ndarray) -> np.ndarray:
+            decoded[0] += 1
+            return opt.resize(frame) if opt.resize is not None else frame
+
+        snippet_groups = iter_snippets(path, opt.snippet, batch=group, transform=transform)
         if opt.prefetch > 0:
             snippet_groups = prefetch(snippet_groups, opt.prefetch)
         feats: list[np.ndarray] = []
@@ -198,6 +205,8 @@ class RGBExtractor:
             done += len(snippets)
             if report is not None:
                 report(done, max(total, done))
+        if (problem := frames_short(path, decoded[0], info.n_frames)) is not None:
+            raise VideoError(problem)  # features of part of a video would pass for the whole of it
         return np.ascontiguousarray(np.concatenate(feats).transpose(1, 0, 2), dtype=np.float32)  # (C, T, 1024)
 
     def __call__(self, job: VideoJob, report: Report) -> dict[str, Any]:

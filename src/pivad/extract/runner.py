@@ -178,7 +178,7 @@ def run_jobs(
         i = index.get(id(result.job))
         results[_find(jobs, result.job) if i is None else i] = result
         if result.status == "failed":
-            bar.write(f"pivad: skipped {result.error}", file=sys.stderr)
+            bar.write(f"pivad: failed: {result.error}", file=sys.stderr)
         bar.update(1)
 
     try:

@@ -73,6 +73,19 @@ class Resize:
         return np.asarray(Image.fromarray(frame).resize((w, h), Image.LANCZOS))
 
 
+def check_crop(resize: Resize, crop_size: int) -> None:
+    """PivadError unless a ``crop_size`` square fits in every frame ``resize`` produces."""
+    from pivad.errors import PivadError
+
+    side = min(resize.size) if resize.size is not None else resize.short
+    if crop_size < 1:
+        raise PivadError(f"--crop-size {crop_size}: must be >= 1")
+    if crop_size > side:
+        made = f"{resize.size[0]}x{resize.size[1]}" if resize.size is not None else f"short side {resize.short}"
+        raise PivadError(f"--crop-size {crop_size}: larger than the resized frames ({made}); "
+                         f"use a crop of at most {side} or a larger --resize")
+
+
 def crop_boxes(height: int, width: int, n_crops: int, size: int = CROP) -> list[tuple[int, int, bool]]:
     """``(y0, x0, flipped)`` of each crop, in the field's order (see the module docstring)."""
     if n_crops not in (1, 5, 10):

@@ -69,6 +69,15 @@ def error_reason(exc: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+def frames_short(path: object, decoded: int, header: int) -> str | None:
+    """A one-line problem when ``decoded`` frames fall well short of the header's ``header`` (a file cut
+    short or damaged; decoders stop quietly at its end), else None. A few frames' difference (edit
+    lists, headers that count a trailing frame) is normal: short means more than 2 frames and 2%."""
+    if header <= 0 or header - decoded <= max(2, header // 50):
+        return None
+    return f"{path}: decoded {decoded} of the {header} frames its header announces (file truncated or damaged?)"
+
+
 def decode_rgb(container, stream, name: object) -> Iterator[np.ndarray]:
     """RGB frames ``uint8 (H, W, 3)`` of a PyAV video ``stream``; a decoder failure becomes a
     one-line VideoError naming ``name``. The caller owns (and closes) the container."""

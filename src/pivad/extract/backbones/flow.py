@@ -207,10 +207,14 @@ def build(spec: str = "dis", *, device: str = "cpu", frames: int = 15, layer: An
             if name == "tiny-random":
                 model, weights = of.raft_small(weights=None), describe_weights("tiny-random")
             elif arg:
-                import torch
+                from pivad.safe_load import first_line, load_weights
 
                 model = getattr(of, arch)(weights=None)
-                model.load_state_dict(torch.load(arg, map_location="cpu", weights_only=True))
+                state = load_weights(arg, f"{arch} checkpoint")
+                try:
+                    model.load_state_dict(state)
+                except (RuntimeError, TypeError, AttributeError) as exc:
+                    raise PivadError(f"{arg}: not a torchvision {arch} state dict ({first_line(exc)})") from None
                 weights = describe_weights(arg)
             else:
                 model = getattr(of, arch)(weights="DEFAULT")

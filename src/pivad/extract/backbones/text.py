@@ -86,9 +86,14 @@ class _CheckpointUnpickler(pickle.Unpickler):
                                   ("builtins", "frozenset"), ("builtins", "slice"), ("builtins", "complex")}
 
 
-class _checkpoint_pickle:  # a pickle "module" for torch.load
+def _restricted_load(file: Any, **kwargs: Any) -> Any:
+    """``pickle.load`` through the allow-list: torch's legacy (non-zip) path reads whole pickles with it."""
+    return _CheckpointUnpickler(file, **kwargs).load()
+
+
+class _checkpoint_pickle:  # a pickle "module" for torch.load; every path goes through the allow-list
     Unpickler = _CheckpointUnpickler
-    load = pickle.load
+    load = staticmethod(_restricted_load)
     __name__ = "pivad_checkpoint_pickle"
 
 
@@ -97,7 +102,9 @@ def load_checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_checkpoint_pickle)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
-        raise PivadError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
+        from pivad.safe_load import first_line
+
+        raise PivadError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {first_line(exc)})") from None
     if isinstance(obj, dict):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), dict):

@@ -1,0 +1,26 @@
+"""``pivad config show [-c FILE] [--section.key value ...]``: the resolved config as YAML.
+
+Defaults, then the file, then the overrides, validated as every verb validates them; every key and
+its meaning is in ``docs/config.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pivad.cli import add_config_arguments, config_from_args
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("show",), help="show: print the resolved config")
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from pivad.config import to_dict
+
+    cfg = config_from_args(args)
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    return 0

@@ -1,0 +1,69 @@
+"""``docs/config.md`` generated from the config dataclasses: every key, its type, default and meaning.
+
+The meaning is the field's one-line comment in :mod:`pivad.config`, read from the source, so the page
+cannot drift from the code (``tests/test_config_docs.py`` regenerates it and compares).
+``python -m pivad.config_docs > docs/config.md`` rewrites it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+
+from pivad import config as config_module
+
+_FIELD = re.compile(r"^\s+(\w+):[^#]*?(?:#\s*(.*))?$")
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """``{field: comment}`` of a dataclass, from the ``# ...`` at the end of each field's line."""
+    out = {}
+    for line in inspect.getsource(cls).splitlines()[1:]:
+        m = _FIELD.match(line)
+        if m and m.group(2):
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def _default(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:  # pragma: no cover - every config field has a default
+        return ""
+    if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+        return ", ".join(f"{v.name}:{v.dim}" for v in value)
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def render() -> str:
+    """The whole markdown page."""
+    lines = [
+        "# Configuration keys",
+        "",
+        "Generated from the dataclasses in `src/pivad/config.py` by `python -m pivad.config_docs` (a test",
+        "checks it is current). Set keys in a YAML file (`-c FILE`, section by section) or on the command",
+        "line (`--section.key value`); `pivad config show [-c FILE] [overrides]` prints the resolved config.",
+        "",
+    ]
+    mod_comments = field_comments(config_module.ModalityConfig)
+    for section in dataclasses.fields(config_module.Config):
+        cls = section.default_factory  # type: ignore[misc]
+        comments = field_comments(cls)
+        lines += [f"## `{section.name}`", "", "| key | default | meaning |", "|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            meaning = comments.get(f.name, "")
+            if f.name == "modalities":
+                meaning = ("modality features, a list of `{name, dim}` (name: " + mod_comments.get("name", "")
+                           + "; dim: " + mod_comments.get("dim", "") + ")")
+            meaning = meaning.replace("|", "\\|")
+            default = _default(f).replace("|", "\\|")
+            lines.append(f"| `{section.name}.{f.name}` | `{default}` | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(render(), end="")
