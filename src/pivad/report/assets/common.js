@@ -85,7 +85,7 @@ var PV = (function () {
     cfg.series.forEach(function (s) {
       series.push({
         label: s.label, stroke: s.stroke, width: s.width || 1.5, show: s.show !== false, dash: s.dash,
-        fill: s.fill, spanGaps: s.spanGaps !== false, points: { show: false },
+        fill: s.fill, spanGaps: s.spanGaps !== false, points: s.points === false ? { show: false } : {},
         paths: s.stepped ? uPlot.paths.stepped({ align: 1 }) : undefined,
         value: function (u, v) { return num(v); },
       });
