@@ -36,9 +36,10 @@ def json_safe(obj: Any) -> Any:
 
 
 def script_json(obj: Any) -> str:
-    """JSON that can sit inside ``<script type="application/json">`` (no ``</`` can close the tag)."""
+    """JSON that can sit inside ``<script type="application/json">``: every ``<`` (only ever inside a
+    string) is written ``\\u003c``, so no data can close or open a tag."""
     text = json.dumps(json_safe(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+    return text.replace("<", "\\u003c")
 
 
 def render_page(title: str, body: str, data: Any, scripts: Sequence[str]) -> str:
@@ -48,6 +49,7 @@ def render_page(title: str, body: str, data: Any, scripts: Sequence[str]) -> str
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        "<link rel=\"icon\" href=\"data:,\">\n"
         f"<title>{html.escape(title)}</title>\n<style>\n{styles}\n</style>\n</head>\n<body>\n{body}\n"
         f"<script type=\"application/json\" id=\"pivad-data\">{script_json(data)}</script>\n{code}\n"
         "</body>\n</html>\n"
