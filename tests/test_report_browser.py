@@ -83,8 +83,16 @@ def wait(driver, script: str, timeout: float = 10.0, *args):
 
 
 def screenshot(driver, name: str, tmp_path: Path) -> None:
+    """The whole page, beyond the window's height (Chrome DevTools' captureBeyondViewport)."""
+    import base64
+
     path = tmp_path / name
-    driver.save_screenshot(str(path))
+    width, height = driver.execute_script("return [document.documentElement.scrollWidth, "
+                                          "document.documentElement.scrollHeight]")
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": width, "height": min(height, 4000), "scale": 1}})
+    path.write_bytes(base64.b64decode(shot["data"]))
     assert path.stat().st_size > 10_000  # something was drawn
     if os.environ.get("PIVAD_SCREENSHOTS"):
         target = Path(os.environ["PIVAD_SCREENSHOTS"])

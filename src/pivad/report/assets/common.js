@@ -77,7 +77,7 @@ var PV = (function () {
     ctx.restore();
   }
 
-  /* A line chart. cfg: {xs, series: [{label, values, stroke, show, stepped, width, dash, fill}], xLabel,
+  /* A line chart. cfg: {xs, series: [{label, values, stroke, show, stepped, width, dash, fill, points}], xLabel,
      yLabel, xMax, yRange, threshold, bands, bandColor, height}. Returns the uPlot instance. */
   function chart(target, cfg) {
     const width = Math.max(320, target.clientWidth || 800);
@@ -85,7 +85,7 @@ var PV = (function () {
     cfg.series.forEach(function (s) {
       series.push({
         label: s.label, stroke: s.stroke, width: s.width || 1.5, show: s.show !== false, dash: s.dash,
-        fill: s.fill, spanGaps: s.spanGaps !== false, points: s.points === false ? { show: false } : {},
+        fill: s.fill, spanGaps: s.spanGaps !== false, points: s.points ? {} : { show: false },
         paths: s.stepped ? uPlot.paths.stepped({ align: 1 }) : undefined,
         value: function (u, v) { return num(v); },
       });

@@ -15,7 +15,7 @@
     xs: D.times, xLabel: "time (s)", yLabel: "anomaly score", xMax: D.duration, threshold: D.threshold,
     bands: bands(), height: 240,
     series: [{ label: "score", values: D.scores, stroke: "#1f77b4", width: 2, stepped: true,
-               fill: "rgba(31, 119, 180, 0.08)", points: false }],
+               fill: "rgba(31, 119, 180, 0.08)" }],
   };
   Object.entries(D.activations || {}).forEach(function ([name, values], i) {
     cfg.series.push({ label: name + " (late PI)", values: values, stroke: PV.PALETTE[(i + 3) % PV.PALETTE.length],

@@ -134,7 +134,8 @@
     const names = Object.keys(t.series);
     return PV.chart(document.getElementById(id), { xs: t.steps, xLabel: "step", yLabel: yLabel, height: 220,
       xMin: t.steps[0], yRange: null,
-      series: names.map(function (p, k) { return { label: p, values: t.series[p], stroke: PV.PALETTE[k % PV.PALETTE.length] }; }) });
+      series: names.map(function (p, k) { return { label: p, values: t.series[p], stroke: PV.PALETTE[k % PV.PALETTE.length],
+                                              points: true }; }) });
   }
   let loss = null, sel = null;
   if (D.training) {
