@@ -116,10 +116,14 @@ def test_detect_html_writes_page_with_one_point_per_snippet(ckpt, tmp_path, caps
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
-def test_urdmu_detection_page_has_no_activation_lines(tmp_path):
+def test_urdmu_page_of_an_avi_plays_an_h264_copy_and_has_no_activation_lines(tmp_path):
     ck = make_checkpoint(tmp_path / "u.pt", kind="urdmu")
-    assert main(["detect", str(CLIP), "--ckpt", str(ck), "--out", str(tmp_path), "--html", *FAST]) == 0
-    assert page_data(tmp_path / "carphone_40.html")["activations"] == {}
+    avi = _write_avi(tmp_path / "clip.avi", n=20)
+    out = tmp_path / "out"
+    assert main(["detect", str(avi), "--ckpt", str(ck), "--out", str(out), "--html", *FAST]) == 0
+    data = page_data(out / "clip.html")
+    assert data["activations"] == {} and data["n_snippets"] == 2
+    assert data["video"] == {"src": "clip.browser.mp4", "how": "re-encoded"} and (out / "clip.browser.mp4").is_file()
 
 
 def test_live_page_serves_the_scores_so_far(tmp_path):
@@ -196,3 +200,18 @@ def test_evaluation_report_of_a_broken_folder_names_the_file(tmp_path):
     with pytest.raises(DataError, match="best.npz: not a pivad scores file"):
         write_evaluation_html(tmp_path)
     assert not (tmp_path / "report.html").exists()
+
+
+def test_evaluation_report_without_stored_ground_truth_still_lists_every_video(tmp_path):
+    """scores/*.npz written before frame ground truth was stored: curves and per-video numbers are left out."""
+    from pivad.engine.evaluate import VideoResult, save_scores
+    from pivad.report.evaluation import report_data
+
+    save_scores(tmp_path / "scores" / "best.npz", [VideoResult("a", 1, "Abuse", np.array([0.2, 0.9], np.float32)),
+                                                    VideoResult("b", 0, "Normal", np.array([0.1], np.float32))])
+    (tmp_path / "metrics.json").write_text(json.dumps({"models": {"best": {"kind": "pivad", "label": "last",
+                                                                           "auc": 0.7}}}))
+    data = report_data(tmp_path)
+    assert [v["name"] for v in data["videos"]] == ["a", "b"] and data["videos"][0]["gt"] == []
+    assert data["videos"][0]["auc"] == {"best": None} and data["curves"]["tpr"] == {}
+    assert data["models"][0]["auc"] == 0.7 and data["training"] is None
