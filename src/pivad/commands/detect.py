@@ -13,9 +13,11 @@ _DOC = """Score a video with a trained model (RGB only: I3D features, then the s
 Offline:   pivad detect VIDEO --ckpt CKPT --out DIR [--threshold X] [--crops 1|5|10] [--mp4]
   writes DIR/<video>.frames.csv (one row per decoded frame), DIR/<video>.json (intervals, settings),
   DIR/<video>.scores.png (score curve, threshold, intervals shaded) and, with --mp4, DIR/<video>.overlay.mp4.
+  --html: DIR/<video>.html, the video beside its score timeline (opens from disk; docs/report.md).
 Streaming: pivad detect --stream SOURCE --ckpt CKPT [--window W] [--lag L] [--csv FILE]
   SOURCE: a file that may still be growing, a camera index (0) or an rtsp/http URL; prints
   'snippet,time_s,score,anomalous' per 16-frame snippet. See docs/detect.md for the window semantics.
+  --html: a live page on http://127.0.0.1:PORT/ (--port) while the stream runs.
 --onnx MODEL.onnx (from pivad export) replaces --ckpt; --i3d-onnx I3D.onnx replaces PyTorch I3D."""
 
 
@@ -50,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--strict", action="store_true",
                         help="fail (exit 2, nothing written) where a warning would be given, e.g. a truncated video")
+    parser.add_argument("--html", action="store_true",
+                        help="also write DIR/<video>.html (video + score timeline; with --stream: a live page "
+                             "on 127.0.0.1)")  # fmt: skip
     stream = parser.add_argument_group("streaming")
     stream.add_argument("--window", type=int,
                         help="snippets of context the model sees (default: data.num_segments, 200)")
@@ -58,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="growing file: stop after this many seconds without growth")
     stream.add_argument("--poll", type=float, default=0.05, help="growing file: seconds between checks for growth")
     stream.add_argument("--csv", help="append 'snippet,time_s,score,anomalous' lines to this file")
+    stream.add_argument("--port", type=int, default=0, help="--html: port of the live page (default: any free one)")
 
 
 def _scorer(args: argparse.Namespace):
@@ -164,6 +170,10 @@ def _run_offline(args: argparse.Namespace, scorer) -> int:
 
         paths["mp4"] = write_overlay_video(Path(args.out) / f"{video.stem}.overlay.mp4", video, det.frame_scores,
                                            det.fps, threshold)  # fmt: skip
+    if args.html:
+        from pivad.report.detection import detection_html_for
+
+        paths.update(detection_html_for(args.out, video, det, payload, scorer))
     print(f"{video}: {det.n_frames} frames, {len(det.snippet_scores)} snippets, threshold {threshold:g} ({source}), "
           f"{len(intervals)} interval(s), max score {float(det.snippet_scores.max()):.4f}")  # fmt: skip
     for iv in intervals:
@@ -183,11 +193,20 @@ def _run_stream(args: argparse.Namespace, scorer) -> int:
     window = args.window or _model_setting(scorer, "num_segments", DEFAULT_WINDOW)
     streamer = StreamScorer(encoder, scorer, threshold, source.fps, window=window, lag=args.lag)
     appender = CsvAppender(args.csv) if args.csv else None
+    live = None
+    if args.html:
+        from pivad.report.live import live_page_for
+
+        live = live_page_for(source.name, streamer.fps, threshold, source_of_threshold, scorer.describe(), window,
+                             args.lag, args.port)  # fmt: skip
+        print(f"# live page: {live.url}", file=sys.stderr, flush=True)
 
     def emit(s) -> None:
         print(format_line(s), flush=True)
         if appender is not None:
             appender(s)
+        if live is not None:
+            live.add(s.snippet, s.score)
 
     print(f"# {source.name}: fps {streamer.fps:g}, window {window} snippets, lag {args.lag}, "
           f"threshold {threshold:g} ({source_of_threshold})", file=sys.stderr)  # fmt: skip
@@ -197,6 +216,9 @@ def _run_stream(args: argparse.Namespace, scorer) -> int:
     finally:
         if appender is not None:
             appender.close()
+        if live is not None:
+            live.finish()
+            live.close()
     t = streamer.timer.seconds
     print(f"# {streamer.n_frames} frames, {len(scores)} snippets; seconds: "
           + ", ".join(f"{k} {v:.2f}" for k, v in t.items()), file=sys.stderr)  # fmt: skip

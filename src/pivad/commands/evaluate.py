@@ -2,8 +2,9 @@
 
 Scores the test set with each checkpoint (whole videos, crops batched, one pass), then writes
 ``metrics.json`` (AUC, AUC_A, AP, AP_A, video AUC, class-wise AUC), ``scores/*.npz`` (per-video
-snippet scores) and ``plots/*.png``, and prints the table. ``-c``/overrides replace the checkpoint's
-``data``/``eval`` sections (evaluate on another test list, AP form, ...).
+snippet scores) and ``plots/*.png``, and prints the table; ``--html`` adds ``report.html`` (docs/report.md).
+``-c``/overrides replace the checkpoint's ``data``/``eval`` sections (evaluate on another test list, AP
+form, ...).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="output folder (default: the run dir, or <ckpt dir>/eval_<name>)")
     parser.add_argument("--no-plots", action="store_true", help="metrics and scores only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--html", action="store_true",
+                        help="also write report.html: tables, ROC/PR, every test video's curves, training curves")
 
 
 def _overrides(args: argparse.Namespace, base_config: Path | None):
@@ -88,4 +91,9 @@ def run(args: argparse.Namespace) -> int:
     evaluate_checkpoints(checkpoints, out, overrides=overrides, progress=not args.no_progress,
                          plots=not args.no_plots)
     print(f"metrics: {out / 'metrics.json'}")
+    if args.html:
+        from pivad.report.evaluation import write_evaluation_html
+
+        log = (run_dir if args.run else ckpt.parent) / "log.jsonl"
+        print(f"report: {write_evaluation_html(out, log if log.is_file() else None)}")
     return 0

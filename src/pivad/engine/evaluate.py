@@ -214,10 +214,12 @@ def selection_score(model: Callable, *, selection: str, val: Any = None, test: A
 
 
 def save_scores(path: str | Path, videos: list[VideoResult]) -> None:
-    """Per-video snippet scores as one ``.npz`` (key = video name; ``__labels__`` / ``__names__`` too)."""
+    """Per-video snippet scores as one ``.npz`` (key ``scores/<name>``; ``__labels__`` / ``__names__`` too),
+    and each video's frame ground truth (``gt/<name>``, uint8 [16T]) when attached (the HTML report reads it)."""
     from pivad.io import atomic_path
 
     arrays = {f"scores/{v.name}": v.scores.astype(np.float32) for v in videos}
+    arrays.update({f"gt/{v.name}": np.asarray(v.frame_gt, dtype=np.uint8) for v in videos if v.frame_gt is not None})
     arrays["__names__"] = np.array([v.name for v in videos])
     arrays["__labels__"] = np.array([v.label for v in videos], dtype=np.int8)
     arrays["__classes__"] = np.array([v.cls for v in videos])
