@@ -21,7 +21,6 @@ import csv
 import io
 import itertools
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
