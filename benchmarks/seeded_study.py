@@ -98,7 +98,18 @@ def run_job(cfg_values: dict, run_dir: str, checkpoints: tuple[str, ...]) -> dic
 
 
 def _init_worker() -> None:
+    """One thread; and leave when the study process is gone (a killed study must not leave runs behind)."""
+    import threading
+
     os.environ["OMP_NUM_THREADS"] = "1"
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(1)  # the run resumes from its last.pt when the study is started again
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 class Study:

@@ -148,3 +148,21 @@ def test_pi_standardize_normalises_targets_and_real_inputs():
     assert torch.equal(real(f, mods).out, real.cmi(f, z)[0])  # CMI reads the standardised real features
     with pytest.raises(ValueError, match="standardize"):
         PI(16, WIDTHS, latent_dim=8, depth=1, heads=2).set_modality_stats(stats)
+
+
+def test_pi_detach_pseudo_keeps_downstream_gradients_out_of_pmg():
+    torch.manual_seed(0)
+    f = torch.randn(2, 6, 16, requires_grad=True)
+    for detach in (False, True):
+        pi = PI(16, WIDTHS, latent_dim=8, depth=1, heads=2, detach_pseudo=detach).eval()
+        res = pi(f)
+        res.out.square().mean().backward()  # a downstream loss (distillation, MIL) on F_M*
+        reached = [p.grad is not None and p.grad.abs().sum() > 0 for p in pi.pmg.parameters()]
+        assert any(reached) != detach
+        assert pi.cmi.fuse.weight.grad.abs().sum() > 0  # CMI itself still learns
+        f.grad = None
+    # the forward pass is unchanged
+    a = PI(16, WIDTHS, latent_dim=8, depth=1, heads=2).eval()
+    b = PI(16, WIDTHS, latent_dim=8, depth=1, heads=2, detach_pseudo=True).eval()
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a(f).out, b(f).out)

@@ -89,6 +89,7 @@ class InductorConfig:
     cmi_residual: str = "every"  # where F* joins the CMI stream: every (before each of the K blocks) | between (the paper's wording: K - 1 times)
     align_detach: bool = False  # stop the gradient of L_align into F* (only PMG and the projections move)
     align_mask_repeats: bool = False  # leave snippets that are exact copies of the positive (resampling repeats) out of the negatives
+    pmg_detach: bool = False  # CMI reads the pseudo-modalities without passing gradient back into PMG (PMG then learns from L_PMG alone)
     pmg_standardize: bool = False  # PMG targets (and real modalities fed to CMI) standardised per dimension with training-set statistics
 
 

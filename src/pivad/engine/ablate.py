@@ -21,7 +21,6 @@ import csv
 import io
 import itertools
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 from pivad.config import Config, from_dict, merge_dict, parse_value, to_dict
 from pivad.errors import ConfigError
 from pivad.io import atomic_write_text
+from pivad.stats import mean_std
 
 KEYS = ("auc", "auc_a", "ap", "ap_a")
 TABLE6_ORDER = ("pose", "depth", "text", "panoptic", "flow")
@@ -106,15 +106,6 @@ def grid_cells(cfg: Config, grid: str | None, specs: list[str] | None) -> tuple[
     if specs:
         return "set_" + "_".join(parse_set(s)[0].split(".")[-1] for s in specs), set_cells(specs)
     raise ConfigError("ablate: give --grid NAME or --set section.key=v1,v2")
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return math.nan, math.nan
-    m = sum(vals) / len(vals)
-    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-    return m, sd
 
 
 def _train_and_evaluate(cfg: Config, run_dir: Path, progress: bool) -> dict:

@@ -10,6 +10,10 @@ the training set by :meth:`PI.set_modality_stats`): PMG is trained to produce st
 (e_j − μ_j) / σ_j, and real modalities fed to CMI are standardised the same way. The backbones'
 embeddings come at very different scales (a softmax panoptic map is ≈ 0.01 per entry), and eq. 1's
 plain mean squared error otherwise weighs each modality by its raw variance.
+
+``detach_pseudo=True`` stops the gradient of everything downstream (L_align through the projections,
+L_distill and L_MIL through the fusion) at the pseudo-modalities, so PMG learns from L_PMG alone; its
+encoder still passes L_PMG's gradient into F*.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class PI(nn.Module):
         source: str = "pseudo",
         residual: str = "every",
         standardize: bool = False,
+        detach_pseudo: bool = False,
     ):
         super().__init__()
         if source not in SOURCES:
@@ -56,6 +61,7 @@ class PI(nn.Module):
         self.cmi = CMI(dim, modalities, depth=depth, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout,
                        residual=residual)
         self.standardize = standardize
+        self.detach_pseudo = detach_pseudo
         if standardize:
             for name, d in modalities.items():
                 self.register_buffer(f"mean_{name}", torch.zeros(d))
@@ -87,5 +93,6 @@ class PI(nn.Module):
 
     def forward(self, f: torch.Tensor, real: dict[str, torch.Tensor] | None = None) -> PIOutput:
         mods = self.inputs(f, real)
-        out, aligned = self.cmi(f, mods)
+        cmi_in = {k: v.detach() for k, v in mods.items()} if self.detach_pseudo and self.pmg is not None else mods
+        out, aligned = self.cmi(f, cmi_in)
         return PIOutput(out=out, pseudo=mods if self.pmg is not None else {}, aligned=aligned)

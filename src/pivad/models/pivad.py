@@ -80,6 +80,7 @@ def build_inductors(model_cfg, inductor_cfg, widths: dict[str, int]) -> nn.Modul
                 source=inductor_cfg.modality_source,
                 residual=inductor_cfg.cmi_residual,
                 standardize=inductor_cfg.pmg_standardize,
+                detach_pseudo=inductor_cfg.pmg_detach,
             )
             for pos in PLACEMENTS[inductor_cfg.position]
         }
