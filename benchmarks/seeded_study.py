@@ -11,7 +11,7 @@ checkpoint. Runs go two at a time (``--lanes``), one thread each, in worker proc
 ``result.json`` is written as it finishes, so an interrupted study continues where it stopped (a run
 killed midway resumes from its ``last.pt``). The summary — per-run rows, mean ± std, and the paired
 Δ = π-VAD − teacher with its 95 % Student-t and bootstrap intervals, per variant and per data seed —
-goes to ``study.json`` and ``study.md``.
+goes to ``OUT/study.json`` and ``OUT/study.md`` (``--name`` renames them).
 
 A variant is ``NAME`` or ``NAME:section.key=value,section.key=value`` (overrides on top of the config).
 """
@@ -201,9 +201,9 @@ class Study:
         summary["variants"] = {name: " ".join(o) for name, o in self.variants}
         summary["preset"], summary["config"] = self.args.preset, self.args.config or "configs/demo.yaml"
         summary["rows"] = rows
-        atomic_write_json(self.out / "study.json", summary)
+        atomic_write_json(self.out / f"{self.args.name}.json", summary)
         md = render(summary)
-        atomic_write_text(self.out / "study.md", md + "\n")
+        atomic_write_text(self.out / f"{self.args.name}.md", md + "\n")
         print(md)
         return summary
 
@@ -278,6 +278,7 @@ def main() -> None:
     p.add_argument("--variant", action="append", default=[], help="NAME[:section.key=value,...] (repeatable)")
     p.add_argument("--lanes", type=int, default=2, help="runs in parallel, one thread each")
     p.add_argument("--report-only", action="store_true", help="summarise the finished runs, train nothing")
+    p.add_argument("--name", default="study", help="summary files: OUT/NAME.json and OUT/NAME.md")
     args = p.parse_args()
     study = Study(args)
     if args.report_only:
