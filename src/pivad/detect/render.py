@@ -87,32 +87,13 @@ def write_overlay_video(
     threshold: float,
 ) -> Path:
     """Re-decode ``video`` and write it as H.264 MP4 (MPEG-4 Part 2 if libx264 is missing) with the scores drawn on."""
-    import av
-
     from pivad.video.decode import iter_frames
+    from pivad.video.encode import frame_rate, write_frames
 
-    path = Path(path)
-    rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(30)
-    with atomic_path(path, suffix=".mp4") as tmp:
-        container = av.open(str(tmp), mode="w")
-        try:
-            stream = None
-            for i, frame in enumerate(iter_frames(video)):
-                if i >= len(frame_scores):
-                    break
-                if stream is None:
-                    stream = _add_stream(container, rate, frame.shape[1], frame.shape[0])
-                img = draw_overlay(frame, float(frame_scores[i]), threshold, i / float(rate))
-                img = img[: stream.height, : stream.width]  # even size for yuv420p
-                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                    container.mux(packet)
-            if stream is None:
-                raise PivadError(f"{video}: no frames to draw")
-            for packet in stream.encode():
-                container.mux(packet)
-        finally:
-            container.close()
-    return path
+    rate = frame_rate(fps)
+    frames = (draw_overlay(frame, float(score), threshold, i / float(rate))
+              for i, (frame, score) in enumerate(zip(iter_frames(video), frame_scores)))
+    return write_frames(path, frames, fps, _add_stream, empty=f"{video}: no frames to draw")
 
 
 def _add_stream(container, rate: Fraction, width: int, height: int):

@@ -10,8 +10,6 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
-from pivad.errors import PivadError
-from pivad.io import atomic_path
 
 PLAYABLE = {".mp4": {"h264", "av1"}, ".m4v": {"h264"}, ".webm": {"vp8", "vp9", "av1"}}
 PLAYABLE_PIXELS = {"yuv420p", "yuvj420p"}
@@ -56,29 +54,11 @@ def _suffix() -> str:
 
 def transcode_for_browser(video: str | Path, out_dir: str | Path, stem: str, fps: float) -> Path:
     """Re-encode ``video`` as ``out_dir/<stem>.browser.mp4`` (H.264; ``.webm``, VP9, without libx264)."""
-    import av
-
     from pivad.video.decode import iter_frames
+    from pivad.video.encode import write_frames
 
     path = Path(out_dir) / f"{stem}.browser{_suffix()}"
-    rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(30)
-    with atomic_path(path, suffix=path.suffix) as tmp:
-        container = av.open(str(tmp), mode="w", format="mp4" if path.suffix == ".mp4" else "webm")
-        try:
-            stream = None
-            for frame in iter_frames(video):
-                if stream is None:
-                    stream = _encoder(container, rate, frame.shape[1], frame.shape[0])
-                img = frame[: stream.height, : stream.width]
-                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                    container.mux(packet)
-            if stream is None:
-                raise PivadError(f"{video}: no frames to re-encode for the page")
-            for packet in stream.encode():
-                container.mux(packet)
-        finally:
-            container.close()
-    return path
+    return write_frames(path, iter_frames(video), fps, _encoder, empty=f"{video}: no frames to re-encode for the page")
 
 
 def page_video(video: str | Path, out_dir: str | Path, stem: str, fps: float) -> tuple[Path, str]:
