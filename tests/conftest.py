@@ -43,3 +43,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_dataset):
+    """A tiny π-VAD run (teacher, both steps, test-selected), trained once per test module."""
+    from pivad.engine.trainer import train
+    from test_resume import tiny_config
+
+    run = tmp_path_factory.mktemp("run")
+    cfg = tiny_config(tiny_dataset, train={"teacher_steps": 2, "warmup_steps": 1, "steps": 2, "eval_every": 2,
+                                       "selection": "test"})
+    train(cfg, run, progress=False)
+    return run

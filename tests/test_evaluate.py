@@ -12,17 +12,7 @@ from pivad.cli import main
 from pivad.engine.checkpoint import load_inference_model, load_model
 from pivad.engine.evaluate import GroundTruth, VideoResult, score_video, topk_video_score, video_level_auc
 from pivad.engine.report import evaluate_run
-from pivad.engine.trainer import train
 from test_resume import tiny_config
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_dataset):
-    run = tmp_path_factory.mktemp("run")
-    cfg = tiny_config(tiny_dataset, train={"teacher_steps": 2, "warmup_steps": 1, "steps": 2, "eval_every": 2,
-                                       "selection": "test"})
-    train(cfg, run, progress=False)
-    return run
 
 
 def test_chunked_crops_equal_one_pass():

@@ -47,42 +47,39 @@ def _clean_error(exc: PivadError, path: Path) -> None:
     assert "\n" not in msg and str(path) in msg, msg
 
 
-@pytest.mark.parametrize("fixture,rule", [("UCF_Test.excerpt.list", "ucf"), ("XD_Train.excerpt.list", "xd")])
-def test_list_reader(tmp_path: Path, fixture: str, rule: str) -> None:
-    original = (DATA / "lists" / fixture).read_bytes()
-    rng = random.Random(f"list-{fixture}")
-    path = tmp_path / "mutated.list"
-    parsed = 0
+def _read_mutations(original: bytes, rng: random.Random, path: Path, read) -> list:
+    """Read CASES mutations of ``original`` written to ``path``: each either parses (the results are
+    returned) or fails with a clean one-line PivadError naming the file."""
+    parsed = []
     for _ in range(CASES):
         path.write_bytes(mutate(original, rng))
         try:
-            items = read_list(path, label_rule=rule, check_files=False)
+            parsed.append(read(path))
         except PivadError as exc:
             _clean_error(exc, path)
-            continue
-        parsed += 1
+    return parsed
+
+
+@pytest.mark.parametrize("fixture,rule", [("UCF_Test.excerpt.list", "ucf"), ("XD_Train.excerpt.list", "xd")])
+def test_list_reader(tmp_path: Path, fixture: str, rule: str) -> None:
+    original = (DATA / "lists" / fixture).read_bytes()
+    parsed = _read_mutations(original, random.Random(f"list-{fixture}"), tmp_path / "mutated.list",
+                             lambda path: read_list(path, label_rule=rule, check_files=False))
+    for items in parsed:
         assert items and all(it.files and it.label in (0, 1) and it.name for it in items)
         assert all(str(f).endswith(".npy") for it in items for f in it.files)
-    assert 0 < parsed < CASES  # the mutations reach both outcomes
+    assert 0 < len(parsed) < CASES  # the mutations reach both outcomes
 
 
 @pytest.mark.parametrize("fixture,fmt", [("UCF_Annotation.txt", "ucf"), ("XD_Annotation.txt", "xd")])
 def test_annotation_reader(tmp_path: Path, fixture: str, fmt: str) -> None:
     original = (DATA / "annotations" / fixture).read_bytes()
-    rng = random.Random(f"ann-{fixture}")
-    path = tmp_path / "mutated.txt"
-    parsed = 0
-    for _ in range(CASES):
-        path.write_bytes(mutate(original, rng))
-        try:
-            annotations = parse_annotations(path, fmt)
-        except PivadError as exc:
-            _clean_error(exc, path)
-            continue
-        parsed += 1
-        for ann in annotations.values():
+    parsed = _read_mutations(original, random.Random(f"ann-{fixture}"), tmp_path / "mutated.txt",
+                             lambda path: parse_annotations(path, fmt))
+    for by_video in parsed:
+        for ann in by_video.values():
             assert all(0 <= s <= e for s, e in ann.events), ann
-    assert 0 < parsed < CASES
+    assert 0 < len(parsed) < CASES
 
 
 def test_feature_and_gt_readers(tmp_path: Path, tiny_dataset: Path) -> None:

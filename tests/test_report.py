@@ -156,18 +156,6 @@ def test_stream_html_announces_its_live_page(ckpt, tmp_path, capsys):
     assert len(captured.out.strip().splitlines()) == 1 + 3  # header + one line per snippet, as without --html
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_dataset):
-    from pivad.engine.trainer import train
-    from test_resume import tiny_config
-
-    run = tmp_path_factory.mktemp("run")
-    cfg = tiny_config(tiny_dataset, train={"teacher_steps": 2, "warmup_steps": 1, "steps": 2, "eval_every": 2,
-                                       "selection": "test"})
-    train(cfg, run, progress=False)
-    return run
-
-
 def test_evaluate_html_shows_metrics_json_and_every_test_video(run_dir, tmp_path, capsys):
     from sklearn.metrics import roc_auc_score
 
