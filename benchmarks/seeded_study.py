@@ -92,8 +92,8 @@ def run_job(cfg_values: dict, run_dir: str, checkpoints: tuple[str, ...]) -> dic
     out = {k: _metrics(report["models"][k]) for k in checkpoints}
     out["seconds"] = time.time() - t0
     atomic_write_json(run / "result.json", out)
-    for name in ("last.pt",) if "last" not in checkpoints else ():
-        (run / name).unlink(missing_ok=True)  # teachers: only best.pt is read later
+    if "last" not in checkpoints:  # teachers: only best.pt is read later
+        (run / "last.pt").unlink(missing_ok=True)
     return out
 
 

@@ -114,13 +114,11 @@ def infonce(
     logits = similarity_logits(rgb, modality, tau)  # (B, T, T)
     if logits.shape[-1] == 1 and form == "paper":
         return logits.sum() * 0.0  # no negatives: defined as 0 (kept in the graph, no NaN)
-    forward = _one_direction(logits, form, exclude) if direction != "modality_to_rgb" else None
-    backward = _one_direction(logits.transpose(-2, -1), form, exclude) if direction != "rgb_to_modality" else None
-    if backward is None:
-        return forward
-    if forward is None:
-        return backward
-    return 0.5 * (forward + backward)
+    if direction == "rgb_to_modality":
+        return _one_direction(logits, form, exclude)
+    if direction == "modality_to_rgb":
+        return _one_direction(logits.transpose(-2, -1), form, exclude)
+    return 0.5 * (_one_direction(logits, form, exclude) + _one_direction(logits.transpose(-2, -1), form, exclude))
 
 
 def align_loss(
