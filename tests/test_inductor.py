@@ -166,3 +166,22 @@ def test_pi_detach_pseudo_keeps_downstream_gradients_out_of_pmg():
     b = PI(16, WIDTHS, latent_dim=8, depth=1, heads=2, detach_pseudo=True).eval()
     b.load_state_dict(a.state_dict())
     assert torch.equal(a(f).out, b(f).out)
+
+
+def test_pi_pmg_input_rgb_reads_the_rgb_input_not_f():
+    torch.manual_seed(0)
+    pi = PI(16, WIDTHS, latent_dim=8, depth=1, heads=2, pmg_input="rgb", rgb_dim=24).eval()
+    assert pi.pmg.encoder.conv.in_channels == 24
+    f, rgb = torch.randn(2, 6, 16), torch.randn(2, 6, 24, requires_grad=True)
+    res = pi(f, rgb=rgb)
+    assert all(res.pseudo[k].shape == (2, 6, d) for k, d in WIDTHS.items())
+    # the pseudo-modalities are a function of the RGB input alone
+    assert all(torch.equal(res.pseudo[k], pi(torch.randn(2, 6, 16), rgb=rgb).pseudo[k]) for k in WIDTHS)
+    res.out.sum().backward()
+    assert rgb.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="RGB input"):
+        pi(f)
+    with pytest.raises(ValueError, match="rgb_dim"):
+        PI(16, WIDTHS, latent_dim=8, depth=1, heads=2, pmg_input="rgb")
+    with pytest.raises(ValueError, match="pmg_input"):
+        PI(16, WIDTHS, latent_dim=8, depth=1, heads=2, pmg_input="video")

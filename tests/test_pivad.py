@@ -243,3 +243,22 @@ def test_default_macs_are_near_paper_table5():
     cfg.data.modalities = [ModalityConfig(n, d) for n, d in UCF_WIDTHS.items()]
     total = size_report(cfg).pivad_total  # meta device: shapes only
     assert abs(total.macs / 19.88e9 - 1) < 0.10
+
+
+def test_pmg_input_rgb_trains_and_scores_from_rgb():
+    torch.manual_seed(0)
+    ind = InductorConfig(position="both", latent_dim=8, cmi_depth=1, cmi_heads=2, pmg_input="rgb")
+    model = PIVAD(tiny_model_cfg(), ind, LossConfig(), MODS)
+    model.set_teacher(URDMU(tiny_model_cfg()))
+    assert all(pi.pmg.encoder.conv.in_channels == 16 for pi in model.inductors.values())
+    for phase in ("first", "second"):
+        _, loss, _ = _step(model, phase)
+        assert torch.isfinite(loss)
+        assert _without_grad(model.inductors) == []
+    model.eval()
+    x = torch.randn(2, 3, 9, 16)  # crops: PMG must see each crop's own RGB rows
+    full = model(x)
+    per_crop = torch.stack([model(x[:, c]) for c in range(3)], 1).mean(1)
+    assert torch.allclose(full, per_crop, atol=1e-6)
+    assert torch.allclose(model.student_only().eval()(x), full, atol=1e-6)
+    assert set(model.modality_activations(x)) == {"pose", "depth"}

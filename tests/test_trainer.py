@@ -120,3 +120,23 @@ def test_pmg_standardize_sets_training_statistics(tmp_path, tiny_dataset, teache
     reloaded, _, _ = load_model(tmp_path / "pv" / "last.pt")  # the statistics travel in the checkpoint
     a, b = reloaded.state_dict(), result.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a if "std_" in k or "mean_" in k)
+
+
+def test_pmg_lr_and_inductor_lr_make_their_own_adam_groups(tmp_path, tiny_dataset):
+    from pivad.engine.trainer import Trainer
+    from pivad.models.factory import build_model
+
+    cfg = tiny_config(tiny_dataset, train={"inductor_lr": 1e-3, "pmg_lr": 5e-3})
+    model = build_model("pivad", cfg)
+    trainer = Trainer.__new__(Trainer)
+    trainer.cfg = cfg
+    groups = trainer._optimizer(model).param_groups
+    pmg = {id(p) for pi in model.inductors.values() for p in pi.pmg.parameters()}
+    pis = {id(p) for p in model.inductors.parameters()} - pmg
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in groups}
+    assert by_lr[5e-3] == pmg and by_lr[1e-3] == pis
+    assert len(by_lr[cfg.train.lr]) == len([p for p in model.parameters() if p.requires_grad]) - len(pmg | pis)
+    cfg.train.pmg_lr = 0.0  # PMG follows the PIs' rate: one PI group as before
+    assert [g["lr"] for g in trainer._optimizer(model).param_groups] == [cfg.train.lr, 1e-3]
+    cfg.train.inductor_lr = 0.0
+    assert len(trainer._optimizer(model).param_groups) == 1

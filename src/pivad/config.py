@@ -90,6 +90,7 @@ class InductorConfig:
     align_detach: bool = False  # stop the gradient of L_align into F* (only PMG and the projections move)
     align_mask_repeats: bool = False  # leave snippets that are exact copies of the positive (resampling repeats) out of the negatives
     pmg_detach: bool = False  # CMI reads the pseudo-modalities without passing gradient back into PMG (PMG then learns from L_PMG alone)
+    pmg_input: str = "feature"  # what PMG reads: feature (the student's F*, the paper) | rgb (the student's RGB input; docs/inductor.md)
     pmg_standardize: bool = False  # PMG targets (and real modalities fed to CMI) standardised per dimension with training-set statistics
 
 
@@ -112,6 +113,7 @@ class TrainConfig:
     steps: int = 3000  # π-VAD step 2 (L_second) iterations
     lr: float = 1e-4  # Adam learning rate
     inductor_lr: float = 0.0  # Adam learning rate of the PIs (PMG + CMI) in π-VAD's steps 1 and 2 (0: train.lr)
+    pmg_lr: float = 0.0  # Adam learning rate of the PMGs alone (0: the PIs' rate)
     weight_decay: float = 5e-5  # Adam weight decay
     seed: int = 2022  # random seed
     deterministic: bool = False  # torch deterministic algorithms

@@ -180,16 +180,23 @@ class Trainer:
         return build_model(kind, self.cfg).to(self.device)
 
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        """Adam; with ``train.inductor_lr`` the PIs (PMG + CMI) form a second group at that rate."""
+        """Adam; ``train.inductor_lr`` gives the PIs (PMG + CMI) and ``train.pmg_lr`` the PMGs their own rate."""
         t = self.cfg.train
         params = [p for p in model.parameters() if p.requires_grad]
         inductors = getattr(model, "inductors", None)
-        if inductors is None or t.inductor_lr <= 0:
+        pi_lr = t.inductor_lr if t.inductor_lr > 0 else t.lr
+        pmg_lr = t.pmg_lr if t.pmg_lr > 0 else pi_lr
+        if inductors is None or (pi_lr == t.lr and pmg_lr == t.lr):
             return torch.optim.Adam(params, lr=t.lr, betas=(0.9, 0.999), weight_decay=t.weight_decay)
-        own = {id(p) for p in inductors.parameters()}
-        groups = [{"params": [p for p in params if id(p) not in own]},
-                  {"params": [p for p in params if id(p) in own], "lr": t.inductor_lr}]
-        return torch.optim.Adam(groups, lr=t.lr, betas=(0.9, 0.999), weight_decay=t.weight_decay)
+        pmg = {id(p) for pi in inductors.values() if pi.pmg is not None for p in pi.pmg.parameters()}
+        if pmg_lr == pi_lr:
+            pmg = set()  # one PI group, as before train.pmg_lr existed (same optimizer state layout)
+        pis = {id(p) for p in inductors.parameters()} - pmg
+        groups = [{"params": [p for p in params if id(p) not in pis | pmg]},
+                  {"params": [p for p in params if id(p) in pis], "lr": pi_lr},
+                  {"params": [p for p in params if id(p) in pmg], "lr": pmg_lr}]
+        return torch.optim.Adam([g for g in groups if g["params"]], lr=t.lr, betas=(0.9, 0.999),
+                                weight_decay=t.weight_decay)
 
     def _load_teacher(self) -> torch.nn.Module:
         """The frozen UR-DMU teacher: this run's ``teacher.pt`` or ``train.teacher_ckpt``."""

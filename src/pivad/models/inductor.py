@@ -14,6 +14,10 @@ plain mean squared error otherwise weighs each modality by its raw variance.
 ``detach_pseudo=True`` stops the gradient of everything downstream (L_align through the projections,
 L_distill and L_MIL through the fusion) at the pseudo-modalities, so PMG learns from L_PMG alone; its
 encoder still passes L_PMG's gradient into F*.
+
+``pmg_input="rgb"`` (a ``pivad`` deviation, docs/inductor.md) makes PMG read the student's RGB input
+``[B,T,D_rgb]`` instead of F*: the paper's PMG reads F*, but a narrow learnt F* can drop the weak anomaly
+direction of RGB that the modalities would make visible (docs/study.md).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pivad.models.cmi import CMI
 from pivad.models.pmg import PMG
 
 SOURCES = ("pseudo", "real")
+PMG_INPUTS = ("feature", "rgb")
 
 
 @dataclass
@@ -52,12 +57,20 @@ class PI(nn.Module):
         residual: str = "every",
         standardize: bool = False,
         detach_pseudo: bool = False,
+        pmg_input: str = "feature",
+        rgb_dim: int | None = None,
     ):
         super().__init__()
         if source not in SOURCES:
             raise ValueError(f"inductor.modality_source must be one of {SOURCES}, got {source!r}")
+        if pmg_input not in PMG_INPUTS:
+            raise ValueError(f"inductor.pmg_input must be one of {PMG_INPUTS}, got {pmg_input!r}")
+        if pmg_input == "rgb" and rgb_dim is None:
+            raise ValueError("pmg_input 'rgb' needs rgb_dim (the student's input width)")
         self.source = source
-        self.pmg = PMG(dim, latent_dim, modalities) if source == "pseudo" else None
+        self.pmg_input = pmg_input
+        pmg_dim = rgb_dim if pmg_input == "rgb" else dim
+        self.pmg = PMG(pmg_dim, latent_dim, modalities) if source == "pseudo" else None
         self.cmi = CMI(dim, modalities, depth=depth, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout,
                        residual=residual)
         self.standardize = standardize
@@ -83,16 +96,22 @@ class PI(nn.Module):
             return real
         return {name: (m - getattr(self, f"mean_{name}")) / getattr(self, f"std_{name}") for name, m in real.items()}
 
-    def inputs(self, f: torch.Tensor, real: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
-        """What CMI consumes: PMG's ê_j, or the given real features."""
+    def inputs(self, f: torch.Tensor, real: dict[str, torch.Tensor] | None,
+               rgb: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """What CMI consumes: PMG's ê_j (from F* or from the RGB input ``rgb`` [B,T,D_rgb]), or the real features."""
         if self.pmg is not None:
+            if self.pmg_input == "rgb":
+                if rgb is None:
+                    raise ValueError("pmg_input 'rgb': the PI needs the student's RGB input")
+                return self.pmg(rgb.to(f.dtype))
             return self.pmg(f)
         if real is None:
             raise ValueError("modality_source 'real' needs the modality features at every forward")
         return self.normalise(real)
 
-    def forward(self, f: torch.Tensor, real: dict[str, torch.Tensor] | None = None) -> PIOutput:
-        mods = self.inputs(f, real)
+    def forward(self, f: torch.Tensor, real: dict[str, torch.Tensor] | None = None,
+                rgb: torch.Tensor | None = None) -> PIOutput:
+        mods = self.inputs(f, real, rgb)
         cmi_in = {k: v.detach() for k, v in mods.items()} if self.detach_pseudo and self.pmg is not None else mods
         out, aligned = self.cmi(f, cmi_in)
         return PIOutput(out=out, pseudo=mods if self.pmg is not None else {}, aligned=aligned)

@@ -81,17 +81,26 @@ def build_inductors(model_cfg, inductor_cfg, widths: dict[str, int]) -> nn.Modul
                 residual=inductor_cfg.cmi_residual,
                 standardize=inductor_cfg.pmg_standardize,
                 detach_pseudo=inductor_cfg.pmg_detach,
+                pmg_input=inductor_cfg.pmg_input,
+                rgb_dim=model_cfg.input_dim,
             )
             for pos in PLACEMENTS[inductor_cfg.position]
         }
     )
 
 
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """RGB input ``[b,n,T,D]`` or ``[B,T,D]`` as the student's batch ``[B,T,D]`` (crops consecutive)."""
+    return x.reshape(-1, x.shape[-2], x.shape[-1])
+
+
 def _eval_scores(student: URDMU, inductors: nn.ModuleDict, x: torch.Tensor, mods) -> torch.Tensor:
     """Eval-mode scores ``[b,T]`` of the student with its PIs plugged in (no control flow on T)."""
 
+    rgb = _flat(x)
+
     def hook(pi: PI):
-        return lambda f: pi(f, _expand_batch(mods, f.shape[0])).out
+        return lambda f: pi(f, _expand_batch(mods, f.shape[0]), rgb).out
 
     hooks = {pos: hook(pi) for pos, pi in inductors.items()}
     return student(x, early=hooks.get("early"), late=hooks.get("late"))
@@ -208,7 +217,7 @@ class PIVAD(nn.Module):
 
         aux: dict[str, torch.Tensor] = {}
         repeats = repeated_snippets(x) if self.inductor_cfg.align_mask_repeats and self.loss_cfg.use_align else None
-        hooks = {pos: self._train_hook(pos, pi, modalities, teach, aux, repeats)
+        hooks = {pos: self._train_hook(pos, pi, modalities, teach, aux, repeats, x)
                  for pos, pi in self.inductors.items()}
         if phase == "first" and "late" not in self.inductors:
             # L_first needs nothing after the early PI: skip the transformer, memories and head (exact).
@@ -229,11 +238,12 @@ class PIVAD(nn.Module):
         for pi in self.inductors.values():
             pi.set_modality_stats(stats)
 
-    def _train_hook(self, pos: str, pi: PI, mods, teach, aux: dict, repeats: torch.Tensor | None):
+    def _train_hook(self, pos: str, pi: PI, mods, teach, aux: dict, repeats: torch.Tensor | None,
+                    x: torch.Tensor):
         cfg, loss = self.inductor_cfg, self.loss_cfg
 
         def hook(f: torch.Tensor) -> torch.Tensor:
-            res = pi(f, mods)  # F* (B, T, D) -> F_M* (B, T, D)
+            res = pi(f, mods, x)  # F* (B, T, D) -> F_M* (B, T, D)
             if loss.use_pmg and pi.pmg is not None:
                 aux[f"{pos}/pmg"] = pmg_loss(res.pseudo, pi.normalise(mods))
             if loss.use_align:
@@ -267,14 +277,15 @@ class PIVAD(nn.Module):
             _check_modalities(modalities, self.widths, x)
         b, n = (x.shape[0], x.shape[1]) if x.dim() == 4 else (x.shape[0], 1)
         store: dict[str, torch.Tensor] = {}
+        rgb = _flat(x)
 
         def capture(f: torch.Tensor) -> torch.Tensor:
-            mods = pi.inputs(f, _expand_batch(modalities, f.shape[0]))
+            mods = pi.inputs(f, _expand_batch(modalities, f.shape[0]), rgb)
             store.update(pi.cmi.modality_activations(f, mods))
             return pi.cmi(f, mods)[0]
 
         def plain(p: PI):
-            return lambda f: p(f, _expand_batch(modalities, f.shape[0])).out
+            return lambda f: p(f, _expand_batch(modalities, f.shape[0]), rgb).out
 
         hooks = {k: (capture if k == pos else plain(p)) for k, p in self.inductors.items()}
         was_training = self.training
