@@ -45,9 +45,9 @@ def pseudo_modalities(model, root: Path, video: dict, num_crops: int) -> dict[st
         pi = model.inductors[pos]
 
         def run(f: torch.Tensor) -> torch.Tensor:
-            pse = pi.pmg(f)
+            pse = pi.inputs(f, None, x)  # PMG reads F* or, with inductor.pmg_input rgb, the RGB x
             captured[pos] = torch.cat([pse[n] for n in pi.cmi.names], dim=-1).mean(0)  # (T, Σd)
-            return pi(f).out
+            return pi(f, None, x).out
 
         return run
 
