@@ -212,6 +212,23 @@ def test_float16_cache_bad_inputs_and_cache_dir(tmp_path):
         build_datasets(cfg, progress=False)
 
 
+def test_interrupted_cache_build_resumes(tmp_path, capsys):
+    arrays = write_dataset(tmp_path, n_normal=3, n_abnormal=2, modalities=False)
+    cfg = _cfg(tmp_path, cache_dtype="float16", modality_root="")
+    last = list(arrays)[-1]  # list order: the copies before its files are written before it fails
+    good = np.load(tmp_path / "feats" / f"{last}__1.npy")
+    np.save(tmp_path / "feats" / f"{last}__1.npy", np.full_like(good, np.inf))
+    with pytest.raises(DataError, match=f"{last}__1.npy: contains"):
+        build_datasets(cfg, progress=False)
+    manifest = json.loads((tmp_path / "feats" / ".pivad_cache" / "float16" / "manifest.json").read_text())
+    assert len(manifest["files"]) >= 3 * (len(arrays) - 1)  # kept although the build failed
+    np.save(tmp_path / "feats" / f"{last}__1.npy", good)
+    capsys.readouterr()
+    build_datasets(cfg, progress=False)
+    written = int(capsys.readouterr().err.split("writing ")[1].split()[0])
+    assert 1 <= written <= 3
+
+
 def test_feature_cache_folder_rules(tmp_path):
     src = tmp_path / "f"
     src.mkdir()
