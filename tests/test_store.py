@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_cli_data import _check_config, synth_dir  # noqa: F401 (a fixture)
 from test_datasets import MODS, D, N, write_dataset
 
 from pivad.config import Config, DataConfig
@@ -258,3 +259,18 @@ def test_short_training_run_is_identical_under_mmap(tmp_path, tiny_dataset, one_
 
 def _untimed(line: str) -> dict:
     return {k: v for k, v in json.loads(line).items() if "time" not in k and "sec" not in k}
+
+
+def test_data_check_cli_under_mmap_and_cache(synth_dir, tmp_path, capsys):
+    from pivad.cli import main
+
+    cfg = _check_config(synth_dir, tmp_path)
+    assert main(["data", "check", "-c", str(cfg)]) == 0
+    memory = capsys.readouterr().out
+    for extra in (["--data.storage", "mmap"],
+                  ["--data.storage", "mmap", "--data.cache_dtype", "float16", "--data.cache_dir", str(tmp_path / "c")]):
+        assert main(["data", "check", "-c", str(cfg), *extra]) == 0
+        assert capsys.readouterr().out == memory
+    assert main(["data", "check", "-c", str(cfg), "--data.storage", "disk"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "pivad: error: data.storage: unknown storage 'disk' (known: memory, mmap)"
