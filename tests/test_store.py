@@ -274,3 +274,21 @@ def test_data_check_cli_under_mmap_and_cache(synth_dir, tmp_path, capsys):
     assert main(["data", "check", "-c", str(cfg), "--data.storage", "disk"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "pivad: error: data.storage: unknown storage 'disk' (known: memory, mmap)"
+
+
+def test_mapped_batches_do_not_depend_on_the_thread_count(tmp_path):
+    write_dataset(tmp_path, n_normal=5, n_abnormal=4)
+    items, _, common = _both(tmp_path)
+    mapped = MappedTrainSet(items, **common)
+    index = torch.tensor([5, 0, 17, 5, 26, 2, 11])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = mapped.gather(index)
+        torch.set_num_threads(3)
+        three = mapped.gather(index)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one[0], three[0]) and all(torch.equal(one[2][k], three[2][k]) for k in one[2])
+    want = TrainSet(items, **common).gather(index)
+    assert torch.equal(one[0], want[0]) and all(torch.equal(one[2][k], want[2][k]) for k in want[2])

@@ -17,6 +17,7 @@ are converted per crop, giving the values the in-memory load gives.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -32,6 +33,15 @@ from pivad.errors import ConfigError, DataError
 
 def _crop_count(shape: tuple[int, ...]) -> int:
     return shape[1] if len(shape) == 3 else 1
+
+
+def _each(fn, args) -> list:
+    """``[fn(a) for a in args]`` on ``torch.get_num_threads()`` threads (in order; first failure raised)."""
+    threads = min(torch.get_num_threads(), len(args))
+    if threads <= 1:
+        return [fn(a) for a in args]
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(fn, args))
 
 
 class _Mapped:
@@ -142,15 +152,24 @@ class MappedTrainSet(_Mapped):
                 {k: torch.from_numpy(v) for k, v in mods.items()})
 
     def gather(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """(rgb ``[b, N, D]``, labels ``[b]``, {modality: ``[b, N, d]``}) of the entries ``index`` ``[b]``."""
+        """(rgb ``[b, N, D]``, labels ``[b]``, {modality: ``[b, N, d]``}) of the entries ``index`` ``[b]``.
+
+        Crops and videos are read on ``torch.get_num_threads()`` threads (``train.threads``; NumPy
+        releases the GIL while copying and summing), each into its own row: the result does not depend
+        on the thread count, and the first failure in batch order is the one raised.
+        """
         entries = index.tolist()
         rgb = np.empty((len(entries), self.num_segments, self.dim), dtype=np.float32)  # (b, N, D)
-        for i, entry in enumerate(entries):
-            rgb[i] = self._rgb(entry)
+
+        def fill(i: int) -> None:
+            rgb[i] = self._rgb(entries[i])
+
+        _each(fill, range(len(entries)))
         mods: dict[str, np.ndarray] = {}
         if self.store is not None:
             videos = self.video_index.index_select(0, index).tolist()  # (b,)
-            per_video = {v: self._modalities(v) for v in dict.fromkeys(videos)}  # each video read once
+            unique = list(dict.fromkeys(videos))  # each video read once
+            per_video = dict(zip(unique, _each(self._modalities, unique)))
             mods = {name: np.stack([per_video[v][name] for v in videos]) for name in self.store.names}  # (b, N, d)
         return (torch.from_numpy(rgb), self.labels.index_select(0, index),
                 {k: torch.from_numpy(v) for k, v in mods.items()})
