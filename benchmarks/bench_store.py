@@ -222,6 +222,34 @@ def table(result: dict) -> str:
     return "\n".join(rows)
 
 
+def report(result: dict) -> str:
+    """store.md: what was measured, then the table."""
+    gb = lambda n: f"{n / 1e9:.2f} GB"  # noqa: E731
+    mods = ", ".join(f"{m['name']} {m['dim']}" for m in result["modalities"])
+    lines = [
+        "# Feature storage: memory against mmap (issue 11)",
+        "",
+        f"UCF-shaped training set on disk: {result['videos']} videos x {result['crops']} crop files float32 "
+        f"[T, 1024], ΣT = {result['snippets']:,} snippets per crop, plus five modality sets "
+        f"({mods}): "
+        f"{gb(result['feature_bytes'])}. UR-DMU teacher training, 64 + 64 crops x 200 snippets per step, "
+        f"{result['steps']} steps per case (median over all but the first), torch threads "
+        f"{result['threads']}, each case a fresh process, page cache warm.",
+        "",
+        "`above model` is peak RSS (VmHWM) minus the `model` case's (the same steps on one random batch, "
+        "no dataset: torch, weights, Adam, activations, one batch).",
+    ]
+    if "cache_bytes" in result:
+        lines += ["", f"float16 copies: {gb(result['cache_bytes'])}, written (or checked, when already there) "
+                      f"in {result['cache_write_s']} s before the cases."]
+    diffs = {k: v for k, v in result.items() if k.startswith("loss_max_rel_diff_")}
+    if diffs:
+        lines += ["", "Largest relative difference of a step's loss from `memory` (same seed, same batches): "
+                  + "; ".join(f"{k.removeprefix('loss_max_rel_diff_').removesuffix('_vs_memory')} {v:.3g}"
+                              for k, v in diffs.items()) + "."]
+    return "\n".join(lines + ["", table(result) if "model" in result["cases"] else ""]) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "pivad_store_bench")
@@ -231,10 +259,14 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "issue11")
     parser.add_argument("--clean", action="store_true", help="delete the feature set (and its cache) afterwards")
+    parser.add_argument("--report", type=Path, help="only rewrite store.md beside this store.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.root, args.steps, args.threads)))
+        return
+    if args.report:  # rewrite store.md from a store.json
+        (args.report.parent / "store.md").write_text(report(json.loads(args.report.read_text())))
         return
     meta = build(args.root, args.videos)
     result = {"videos": args.videos, "crops": CROPS, "snippets": int(lengths(args.videos).sum()),
@@ -261,8 +293,8 @@ def main() -> None:
             result[f"loss_max_rel_diff_{case}_vs_memory"] = float(np.max(np.abs(a - b) / np.abs(a)))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "store.json").write_text(json.dumps(result, indent=1))
-    md = table(result) if "model" in result["cases"] else ""
-    (args.out / "store.md").write_text(md + "\n")
+    md = report(result)
+    (args.out / "store.md").write_text(md)
     print(md)
     if args.clean:
         shutil.rmtree(args.root)
