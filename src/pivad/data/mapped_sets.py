@@ -22,17 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from pivad.data.feature_sets import (TestVideo, _check_layout, _progress, _run, _t_mismatch, _video_crops,
-                                     test_shapes)
+from pivad.data.feature_sets import (TestVideo, _check_layout, _crops_in, _progress, _run, _t_mismatch,
+                                     _video_crops, test_shapes)
 from pivad.data.features import map_features
 from pivad.data.lists import VideoItem
 from pivad.data.modality_store import ModalityStore
 from pivad.data.resample import resample_snippets
 from pivad.errors import ConfigError, DataError
-
-
-def _crop_count(shape: tuple[int, ...]) -> int:
-    return shape[1] if len(shape) == 3 else 1
 
 
 def _each(fn, args) -> list:
@@ -75,7 +71,7 @@ class _Mapped:
             return length, count
         if self.layout == "per_video":
             shape = map_features(item.files[0], self.dim, crops=True).shape
-            length, count = shape[0], _crop_count(shape)
+            length, count = shape[0], _crops_in(shape)
         else:
             length, count = map_features(item.files[0], self.dim).shape[0], len(item.files)
             for file in item.files[1:]:
