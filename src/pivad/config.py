@@ -58,6 +58,9 @@ class DataConfig:
     batch_normal: int = 64  # normal crop files per training step
     batch_abnormal: int = 64  # abnormal crop files per training step
     num_workers: int = 0  # loader worker processes (0: load in the main process; features are cached)
+    storage: str = "memory"  # memory: every set read once into RAM (UCF-Crime train: 13 GB) | mmap: files memory-mapped, crops read and resampled per batch (docs/data.md)
+    cache_dtype: str = "none"  # none: read the feature files themselves | float16: read float16 copies written once (half the disk and page cache; not bit-exact)
+    cache_dir: str = ""  # where float16 copies go ("" = <feature folder>/.pivad_cache/float16/; else <cache_dir>/<hash of the folder>/float16/)
     val_fraction: float = 0.1  # training videos held out for honest model selection (video-level)
 
 

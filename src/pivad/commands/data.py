@@ -144,14 +144,14 @@ def _split_row(label: str, dataset, layout: str) -> list[str]:
     if dataset is None or not dataset.items:
         return [label, "0", "-", "-", "-", "-", "-"]
     items = dataset.items
-    if getattr(dataset, "lengths", None) is not None:  # a test set knows each video's T
+    if getattr(dataset, "n_crops", None) is not None:  # a test set knows each video's T
         lengths = [int(t) for t in dataset.lengths]
-        crops = int(dataset.rgb.shape[0]) * len(items)
+        crops = int(dataset.n_crops) * len(items)
     else:  # a training set holds resampled crops: T from the file headers
         lengths = [snippet_count(it.files, layout) for it in items]
         crops = len(dataset)
     n_abnormal = sum(it.label for it in items)
-    modalities = ",".join(dataset.modalities) or "-"
+    modalities = ",".join(dataset.modality_names) or "-"
     return [label, str(len(items)), str(len(items) - n_abnormal), str(n_abnormal), str(crops),
             f"{min(lengths)}-{max(lengths)}", modalities]
 

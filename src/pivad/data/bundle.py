@@ -9,15 +9,19 @@ a :class:`TestSet` (whole videos, never resampled) for honest model selection.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from pivad.config import Config
+from pivad.data.feature_cache import FeatureCache, check_cache_dtype
 from pivad.data.feature_sets import TestSet, TrainSet
 from pivad.data.lists import VideoItem, class_names, count_labels, read_list
+from pivad.data.mapped_sets import MappedTestSet, MappedTrainSet
 from pivad.data.modality_store import ModalityStore
 from pivad.errors import ConfigError, DataError
+
+STORAGES = ("memory", "mmap")
 
 
 def split_train_val(
@@ -47,10 +51,10 @@ def split_train_val(
 class DataBundle:
     """Loaded data of a run; ``None`` for a part that was not requested or is empty (no validation)."""
 
-    train_normal: TrainSet | None
-    train_abnormal: TrainSet | None
-    val: TestSet | None
-    test: TestSet | None
+    train_normal: TrainSet | MappedTrainSet | None
+    train_abnormal: TrainSet | MappedTrainSet | None
+    val: TestSet | MappedTestSet | None
+    test: TestSet | MappedTestSet | None
     modalities_present: list[str] = field(default_factory=list)  # modalities loaded for training
     classes: list[str] = field(default_factory=list)  # anomaly classes (data.classes or the test names)
 
@@ -76,19 +80,50 @@ def _store(cfg: Config) -> ModalityStore | None:
     return ModalityStore(d.modality_root, d.modalities, d.t_align)
 
 
+def _check_storage(cfg: Config) -> None:
+    if cfg.data.storage not in STORAGES:
+        raise ConfigError(f"data.storage: unknown storage {cfg.data.storage!r} (known: {', '.join(STORAGES)})")
+    check_cache_dtype(cfg.data.cache_dtype)
+
+
+def _cached(cfg: Config, parts: list[tuple[list[VideoItem], ModalityStore | None]],
+            progress: bool) -> list[list[VideoItem]]:
+    """With ``data.cache_dtype`` set: write the missing copies of every file of ``parts`` and point the
+    items (and the modality store, through its ``resolve``) at them; the items as they are otherwise."""
+    d = cfg.data
+    if d.cache_dtype == "none":
+        return [items for items, _ in parts]
+    sources = []
+    for items, store in parts:
+        for item in items:
+            sources += [(f, d.feature_dim, d.layout == "per_video") for f in item.files]
+            if store is not None:
+                paths = [(store.path(m, item.name), dim) for m, dim in store.dims.items()]
+                sources += [(path, dim, False) for path, dim in paths if path.is_file()]  # else the store says so
+    mapping = FeatureCache(d.cache_dtype, d.cache_dir, progress=progress).prepare(sources)
+    for _, store in parts:
+        if store is not None:
+            store.resolve = lambda path: mapping.get(path, path)
+    return [[replace(item, files=[mapping[f] for f in item.files]) for item in items] for items, _ in parts]
+
+
 def build_datasets(
     cfg: Config, *, train: bool = True, test: bool = True, progress: bool = True
 ) -> DataBundle:
-    """Read the lists of ``cfg.data`` and load the requested sets into memory.
+    """Read the lists of ``cfg.data`` and load the requested sets (``data.storage``: into memory, or
+    memory-mapped and read per use; ``data.cache_dtype``: from float16 copies, written first).
 
     Modalities: without ``data.modality_root`` none are loaded. With it, every training (and
     validation) video must have every configured modality; the test set gets them when the store covers
     all test videos, none when it covers none of them, and a DataError naming a missing file otherwise.
     """
     d = cfg.data
+    _check_storage(cfg)
     store = _store(cfg)
     train_normal = train_abnormal = val = test_set = None
     classes = list(d.classes)
+    fit = held = test_items = []
+    test_store = None
     if train:
         items = _list(cfg, "train")
         n_normal, n_abnormal = count_labels(items)
@@ -96,26 +131,32 @@ def build_datasets(
             which = "normal" if not n_normal else "abnormal"
             raise DataError(f"{d.train_list}: no {which} videos under label_rule {d.label_rule}")
         fit, held = split_train_val(items, d.val_fraction, cfg.train.seed)
-        common = dict(num_segments=d.num_segments, dim=d.feature_dim, layout=d.layout, modality_store=store,
-                      progress=progress)
-        train_normal = TrainSet([i for i in fit if i.label == 0], desc="train features (normal)", **common)
-        train_abnormal = TrainSet([i for i in fit if i.label == 1], desc="train features (abnormal)", **common)
-        if held:
-            val = TestSet(held, dim=d.feature_dim, layout=d.layout, modality_store=store, progress=progress,
-                          desc="validation features")
     if test:
-        items = _list(cfg, "test")
+        test_items = _list(cfg, "test")
         test_store = store
         if store is not None:
-            missing = store.missing(item.name for item in items)
-            if len(missing) == len(items) * len(store.names):
+            missing = store.missing(item.name for item in test_items)
+            if len(missing) == len(test_items) * len(store.names):
                 test_store = None
             elif missing:
                 raise DataError(f"{missing[0]}: modality file not found ({len(missing)} missing for the test "
                                 "videos; provide all of them or none)")
-        test_set = TestSet(items, dim=d.feature_dim, layout=d.layout, modality_store=test_store,
-                           progress=progress, desc="test features")
-        classes = classes or class_names(items)
+        classes = classes or class_names(test_items)
+    fit, held, test_items = _cached(cfg, [(fit, store), (held, store), (test_items, test_store)], progress)
+    mapped = d.storage == "mmap"
+    train_cls, test_cls = (MappedTrainSet, MappedTestSet) if mapped else (TrainSet, TestSet)
+    extra = {"scan": d.cache_dtype == "none"} if mapped else {}  # copies were validated when written
+    if train:
+        common = dict(num_segments=d.num_segments, dim=d.feature_dim, layout=d.layout, modality_store=store,
+                      progress=progress, **extra)
+        train_normal = train_cls([i for i in fit if i.label == 0], desc="train features (normal)", **common)
+        train_abnormal = train_cls([i for i in fit if i.label == 1], desc="train features (abnormal)", **common)
+        if held:
+            val = test_cls(held, dim=d.feature_dim, layout=d.layout, modality_store=store, progress=progress,
+                           desc="validation features", **extra)
+    if test:
+        test_set = test_cls(test_items, dim=d.feature_dim, layout=d.layout, modality_store=test_store,
+                            progress=progress, desc="test features", **extra)
     return DataBundle(
         train_normal=train_normal,
         train_abnormal=train_abnormal,

@@ -141,14 +141,57 @@ class TrainSet:
     def __len__(self) -> int:
         return self.rgb.shape[0]
 
+    @property
+    def modality_names(self) -> list[str]:
+        return list(self.modalities)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """(rgb ``[N, D]``, label, {modality: ``[N, d]``}) of one crop entry."""
         video = int(self.video_index[index])
         return self.rgb[index], self.labels[index], {k: t[video] for k, t in self.modalities.items()}
 
+    def gather(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(rgb ``[b, N, D]``, labels ``[b]``, {modality: ``[b, N, d]``}) of the entries ``index`` ``[b]``."""
+        videos = self.video_index.index_select(0, index)  # (b,)
+        return (self.rgb.index_select(0, index), self.labels.index_select(0, index),
+                {name: feats.index_select(0, videos) for name, feats in self.modalities.items()})
+
+    def modality_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Resampled rows ``[stop - start, N, d]`` of modality ``name`` for videos ``start:stop``."""
+        return self.modalities[name][start:stop].numpy()
+
 
 def _crops_in(shape: tuple[int, ...]) -> int:
     return shape[1] if len(shape) == 3 else 1
+
+
+def _video_shape(item: VideoItem, layout: str, dim: int) -> tuple[int, int]:
+    """(T, crops) of a video from its file headers."""
+    if layout == "per_video":
+        shape = feature_shape(item.files[0], dim, crops=True)
+        return shape[0], _crops_in(shape)
+    t0 = feature_shape(item.files[0], dim)[0]
+    for file in item.files[1:]:
+        t = feature_shape(file, dim)[0]
+        if t != t0:
+            raise DataError(_t_mismatch(file, t, item, t0))
+    return t0, len(item.files)
+
+
+def test_shapes(items: Sequence[VideoItem], layout: str, dim: int) -> tuple[np.ndarray, int]:
+    """(T of each video ``[V]``, crops per video) from the file headers; every video needs the same crops."""
+    lengths, n_crops = [], None
+    for item in items:
+        t, c = _video_shape(item, layout, dim)
+        if n_crops is not None and c != n_crops:
+            raise DataError(f"{item.files[0]}: video {item.name} has {c} crop(s), the videos before it "
+                            f"have {n_crops}; a test set needs the same number of crops for every video")
+        n_crops = c
+        lengths.append(t)
+    return np.asarray(lengths, dtype=np.int64), n_crops or 0
+
+
+test_shapes.__test__ = False  # not a pytest test
 
 
 @dataclass
@@ -188,18 +231,11 @@ class TestSet:
         _check_layout(layout)
         self.items = list(items)
         self.dim = dim
-        lengths, n_crops = [], None
-        for item in self.items:  # headers only: shapes, dtypes, crop T's and counts
-            t, c = self._shape(item, layout, dim)
-            if n_crops is not None and c != n_crops:
-                raise DataError(f"{item.files[0]}: video {item.name} has {c} crop(s), the videos before it "
-                                f"have {n_crops}; a test set needs the same number of crops for every video")
-            n_crops = c
-            lengths.append(t)
-        self.lengths = np.asarray(lengths, dtype=np.int64)  # (V,)
+        self.lengths, n_crops = test_shapes(self.items, layout, dim)  # (V,), headers only
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)  # (V,)
         total = int(self.lengths.sum())
-        self.rgb = torch.empty((n_crops or 0, total, dim), dtype=torch.float32)  # (C, ΣT, D)
+        self.n_crops = n_crops
+        self.rgb = torch.empty((self.n_crops, total, dim), dtype=torch.float32)  # (C, ΣT, D)
         dims = modality_store.dims if modality_store is not None else {}
         self.modalities = {name: torch.empty((total, d), dtype=torch.float32) for name, d in dims.items()}
         rgb = self.rgb.numpy()
@@ -217,21 +253,12 @@ class TestSet:
         with _progress(sum(len(item.files) for item in self.items), desc, progress) as bar:
             _run(load, len(self.items), threads, bar)
 
-    @staticmethod
-    def _shape(item: VideoItem, layout: str, dim: int) -> tuple[int, int]:
-        """(T, crops) of a video from its file headers."""
-        if layout == "per_video":
-            shape = feature_shape(item.files[0], dim, crops=True)
-            return shape[0], _crops_in(shape)
-        t0 = feature_shape(item.files[0], dim)[0]
-        for file in item.files[1:]:
-            t = feature_shape(file, dim)[0]
-            if t != t0:
-                raise DataError(_t_mismatch(file, t, item, t0))
-        return t0, len(item.files)
-
     def __len__(self) -> int:
         return len(self.items)
+
+    @property
+    def modality_names(self) -> list[str]:
+        return list(self.modalities)
 
     def __getitem__(self, index: int) -> TestVideo:
         if not -len(self) <= index < len(self):

@@ -102,6 +102,28 @@ def _check_finite(path: Path, array: np.ndarray) -> None:
     raise DataError(f"{path}: contains {what} value(s) (first at snippet {first})")
 
 
+def _map(fp, path: Path, shape: tuple[int, ...], fortran: bool, dtype: np.dtype) -> np.ndarray:
+    try:
+        return np.memmap(fp, dtype=dtype, mode="r", offset=fp.tell(), shape=shape, order="F" if fortran else "C")
+    except ValueError:  # the file is shorter than its header says
+        raise DataError(f"{path}: cannot read as .npy (file is truncated)") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot map ({exc.strerror or exc})") from None
+
+
+def map_features(path: str | Path, dim: int = 1024, *, crops: bool = False) -> np.ndarray:
+    """A feature file as a read-only memory map in its own dtype, header and file size checked, values not.
+
+    Nothing is read until rows are used; the map (and the pages it touched) goes when the array does.
+    """
+    path = Path(path)
+    with _open(path) as fp:
+        shape, fortran, dtype = _read_header(fp, path)
+        _check_dtype(path, dtype)
+        check_shape(path, shape, dim, crops=crops)
+        return _map(fp, path, shape, fortran, dtype)
+
+
 def load_features(path: str | Path, dim: int = 1024, mmap: bool = False, *, crops: bool = False) -> np.ndarray:
     """Load a ``[T, dim]`` feature file (``[T, C, dim]`` too when ``crops``) as validated float32.
 
@@ -113,14 +135,7 @@ def load_features(path: str | Path, dim: int = 1024, mmap: bool = False, *, crop
         shape, fortran, dtype = _read_header(fp, path)
         _check_dtype(path, dtype)
         check_shape(path, shape, dim, crops=crops)
-        if mmap:
-            try:
-                array = np.memmap(fp, dtype=dtype, mode="r", offset=fp.tell(), shape=shape,
-                                  order="F" if fortran else "C")
-            except ValueError:  # the file is shorter than its header says
-                raise DataError(f"{path}: cannot read as .npy (file is truncated)") from None
-        else:
-            array = _read_data(fp, path, shape, fortran, dtype)
+        array = _map(fp, path, shape, fortran, dtype) if mmap else _read_data(fp, path, shape, fortran, dtype)
     if array.dtype != np.float32:
         with np.errstate(over="ignore"):  # float64 beyond float32's range becomes Inf, reported below
             array = array.astype(np.float32)

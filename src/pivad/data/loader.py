@@ -5,7 +5,8 @@ permutation of its set in chunks of its batch size, drops the incomplete last ch
 permutation (a new epoch) when one is used up; the two streams' epochs are independent. Permutation
 ``e`` of stream ``s`` is drawn from ``numpy.random.default_rng([seed, s, e])``, so a run is
 deterministic by seed and ``state_dict()`` (epoch and position per stream) resumes it exactly.
-Batches are gathered with ``index_select`` from the sets' in-memory tensors: no disk I/O per step.
+Batches come from each set's ``gather``: ``index_select`` from an in-memory :class:`TrainSet` (no disk
+I/O per step), or the mapped files of a :class:`~pivad.data.mapped_sets.MappedTrainSet`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pivad.errors import DataError
 
 if TYPE_CHECKING:
     from pivad.data.feature_sets import TrainSet
+    from pivad.data.mapped_sets import MappedTrainSet
 
 
 @dataclass
@@ -81,8 +83,8 @@ class BalancedLoader:
 
     def __init__(
         self,
-        normal: TrainSet,
-        abnormal: TrainSet,
+        normal: TrainSet | MappedTrainSet,
+        abnormal: TrainSet | MappedTrainSet,
         batch_normal: int = 64,
         batch_abnormal: int = 64,
         seed: int = 0,
@@ -97,7 +99,7 @@ class BalancedLoader:
                                 f"(data.batch_{what} = {batch})")
         if len(normal) and float(normal.labels.max()) != 0.0 or len(abnormal) and float(abnormal.labels.min()) != 1.0:
             raise ValueError("BalancedLoader: the normal set must hold only label 0 and the abnormal set only label 1")
-        if set(normal.modalities) != set(abnormal.modalities):
+        if set(normal.modality_names) != set(abnormal.modality_names):
             raise ValueError("BalancedLoader: the normal and abnormal sets carry different modalities")
         self.normal, self.abnormal, self.seed = normal, abnormal, seed
         self._streams = (_Stream(len(normal), batch_normal, seed, 0), _Stream(len(abnormal), batch_abnormal, seed, 1))
@@ -107,14 +109,13 @@ class BalancedLoader:
         return self
 
     def __next__(self) -> Batch:
-        parts_rgb, parts_labels, parts_mods = [], [], {name: [] for name in self.normal.modalities}
+        parts_rgb, parts_labels, parts_mods = [], [], {name: [] for name in self.normal.modality_names}
         for dataset, stream in zip((self.normal, self.abnormal), self._streams):
-            idx = stream.next()  # (b,)
-            parts_rgb.append(dataset.rgb.index_select(0, idx))  # (b, N, D)
-            parts_labels.append(dataset.labels.index_select(0, idx))  # (b,)
-            videos = dataset.video_index.index_select(0, idx)  # (b,)
-            for name, feats in dataset.modalities.items():
-                parts_mods[name].append(feats.index_select(0, videos))  # (b, N, d)
+            rgb, labels, mods = dataset.gather(stream.next())  # (b, N, D), (b,), {name: (b, N, d)}
+            parts_rgb.append(rgb)
+            parts_labels.append(labels)
+            for name, feats in mods.items():
+                parts_mods[name].append(feats)
         self.step += 1
         return Batch(
             rgb=torch.cat(parts_rgb),  # (Bn+Ba, N, D)

@@ -13,13 +13,13 @@ T alignment with the RGB features of the same video (``data.t_align``):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from pivad.config import ModalityConfig
-from pivad.data.features import load_features
+from pivad.data.features import load_features, map_features
 from pivad.data.resample import align_rows
 from pivad.errors import ConfigError, DataError
 
@@ -34,11 +34,13 @@ class ModalityStore:
         root: str | Path,
         modalities: Sequence[ModalityConfig] | Sequence[tuple[str, int]],
         t_align: str = "strict",
+        resolve: Callable[[Path], Path] | None = None,
     ):
         if t_align not in T_ALIGN_MODES:
             raise ConfigError(f"data.t_align: unknown mode {t_align!r} (known: {', '.join(T_ALIGN_MODES)})")
         self.root = Path(root)
         self.t_align = t_align
+        self.resolve = resolve  # source file -> the file actually read (a feature cache), None: the source
         self.dims: dict[str, int] = {}
         for modality in modalities:
             name, dim = (modality.name, modality.dim) if isinstance(modality, ModalityConfig) else modality
@@ -62,14 +64,20 @@ class ModalityStore:
         """The modality files absent for ``videos`` (empty when the store covers them all)."""
         return [self.path(m, v) for v in videos for m in self.dims if not self.path(m, v).is_file()]
 
-    def load(self, video_name: str, T: int) -> dict[str, np.ndarray]:
-        """Every modality of one video as float32 ``[T, d_j]``, aligned to the video's RGB ``T``."""
+    def load(self, video_name: str, T: int, *, mmap: bool = False) -> dict[str, np.ndarray]:
+        """Every modality of one video as ``[T, d_j]``, aligned to the video's RGB ``T``.
+
+        Validated float32 arrays; with ``mmap``, memory maps in the file's dtype (header and size
+        checked, values not) or, when rows had to be aligned, the aligned rows.
+        """
         out = {}
         for name, dim in self.dims.items():
             path = self.path(name, video_name)
             if not path.is_file():
                 raise DataError(f"{path}: modality file not found (modality {name} of video {video_name})")
-            feat = load_features(path, dim=dim)  # (Tm, d)
+            if self.resolve is not None:
+                path = self.resolve(path)
+            feat = map_features(path, dim) if mmap else load_features(path, dim=dim)  # (Tm, d)
             if feat.shape[0] != T:
                 if self.t_align == "strict":
                     raise DataError(

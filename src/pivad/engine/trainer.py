@@ -226,11 +226,13 @@ class Trainer:
 
     def _modality_stats(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per-dimension mean and std of each modality over the training videos' (resampled) snippets."""
-        parts = [s.modalities for s in (self.data.train_normal, self.data.train_abnormal)]
+        from pivad.data.modality_stats import modality_stats
+
+        sets = (self.data.train_normal, self.data.train_abnormal)
         stats = {}
         for m in self.cfg.data.modalities:
-            rows = torch.cat([p[m.name].reshape(-1, m.dim) for p in parts]).double()  # (V·N, d)
-            stats[m.name] = (rows.mean(0).float().to(self.device), rows.std(0).float().to(self.device))
+            mean, std = modality_stats(sets, m.name)  # (d,), (d,)
+            stats[m.name] = (torch.from_numpy(mean).to(self.device), torch.from_numpy(std).to(self.device))
         return stats
 
     # -------------------------------------------------------------------------------- checkpoints
