@@ -24,7 +24,7 @@ from torch import nn
 
 from pivad.losses.inductor import align_loss, distill_loss, pmg_loss, repeated_snippets
 from pivad.models.inductor import PI
-from pivad.models.urdmu import URDMU, URDMUOutput
+from pivad.models.urdmu import URDMU, URDMUOutput, fp32_losses
 
 POSITIONS = ("early", "late")
 PLACEMENTS = {"early": ("early",), "late": ("late",), "both": ("early", "late")}
@@ -48,6 +48,10 @@ def _expand_batch(mods: dict[str, torch.Tensor] | None, batch: int) -> dict[str,
             m = m.repeat_interleave(batch // m.shape[0], dim=0)  # crops of a video are consecutive
         out[name] = m
     return out
+
+
+def _float(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.float() for k, v in tensors.items()}
 
 
 def _check_modalities(mods: dict[str, torch.Tensor] | None, widths: dict[str, int], x: torch.Tensor) -> None:
@@ -234,14 +238,15 @@ class PIVAD(nn.Module):
 
         def hook(f: torch.Tensor) -> torch.Tensor:
             res = pi(f, mods)  # F* (B, T, D) -> F_M* (B, T, D)
-            if loss.use_pmg and pi.pmg is not None:
-                aux[f"{pos}/pmg"] = pmg_loss(res.pseudo, pi.normalise(mods))
-            if loss.use_align:
-                anchor = f.detach() if cfg.align_detach else f
-                aux[f"{pos}/align"] = align_loss(anchor, res.aligned, tau=cfg.tau, form=cfg.infonce_form,
-                                                 exclude=repeats)
-            if loss.use_distill:
-                aux[f"{pos}/distill"] = distill_loss(res.out, teach[pos])
+            with fp32_losses(f):  # float32 losses under bf16 autocast (.float() is a no-op in float32)
+                if loss.use_pmg and pi.pmg is not None:
+                    aux[f"{pos}/pmg"] = pmg_loss(_float(res.pseudo), pi.normalise(mods))
+                if loss.use_align:
+                    anchor = f.detach() if cfg.align_detach else f
+                    aux[f"{pos}/align"] = align_loss(anchor.float(), _float(res.aligned), tau=cfg.tau,
+                                                     form=cfg.infonce_form, exclude=repeats)
+                if loss.use_distill:
+                    aux[f"{pos}/distill"] = distill_loss(res.out.float(), teach[pos].float())
             return res.out
 
         return hook
