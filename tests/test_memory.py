@@ -92,7 +92,7 @@ def _loss_and_grads(model, phase: str, checkpointing: bool, precision: str = "fp
 def test_checkpointing_gives_the_same_loss_and_gradients_in_float32(phase):
     torch.manual_seed(0)
     model = URDMU(tiny_pivad().student.cfg) if phase == "teacher" else tiny_pivad()
-    assert set_activation_checkpointing(model, True) == (1 if phase == "teacher" else 4)  # student, teacher (no_grad: no-op), 2 CMIs
+    assert set_activation_checkpointing(model, True) == (1 if phase == "teacher" else 7)  # PIVAD (L_align), student, teacher (no_grad: no-op), 2 PIs (PMG), 2 CMIs
     loss0, grads0, rng0 = _loss_and_grads(model, phase, checkpointing=False)
     loss1, grads1, rng1 = _loss_and_grads(model, phase, checkpointing=True)
     torch.testing.assert_close(loss1, loss0, rtol=1e-5, atol=1e-5)

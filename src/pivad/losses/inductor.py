@@ -11,10 +11,13 @@ Axis letters: B batch (crops), T snippets, D feature width.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+from pivad.models.checkpointing import run_block
 
 if TYPE_CHECKING:  # pragma: no cover
     from pivad.config import LossConfig
@@ -127,13 +130,18 @@ def align_loss(
     tau: float = 0.1,
     form: str = "paper",
     exclude: torch.Tensor | None = None,
+    checkpoint: bool = False,
 ) -> torch.Tensor:
-    """L_align = Σ_j InfoNCE(F*, z_j) over modalities j (eq. 3), both directions."""
+    """L_align = Σ_j InfoNCE(F*, z_j) over modalities j (eq. 3), both directions.
+
+    ``checkpoint=True`` keeps only F* and z_j for backward and recomputes each term's ``(B, T, T)``
+    similarities there (``train.activation_checkpointing``; the same values)."""
     if not aligned:
         raise ValueError("align_loss: no modalities given")
     total = None
     for z in aligned.values():
-        term = infonce(rgb, z, tau=tau, form=form, direction="both", exclude=exclude)
+        term = run_block(partial(infonce, tau=tau, form=form, direction="both", exclude=exclude), rgb, z,
+                         enabled=checkpoint)
         total = term if total is None else total + term
     return total
 

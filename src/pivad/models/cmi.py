@@ -105,7 +105,7 @@ class CMI(nn.Module):
         self.proj = nn.ModuleDict({name: nn.Linear(d, dim) for name, d in modalities.items()})
         self.fuse = nn.Linear(len(modalities) * dim, dim)
         self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio, dropout) for _ in range(depth))
-        self.checkpoint_blocks = False  # recompute each block in backward (pivad.models.checkpointing)
+        self.checkpoint_blocks = False  # recompute the fusion and each block in backward (pivad.models.checkpointing)
 
     def align(self, modalities: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """z_j = W_j ê_j + b_j for every declared modality, in declaration order."""
@@ -118,13 +118,17 @@ class CMI(nn.Module):
         self, f: torch.Tensor, modalities: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         aligned = self.align(modalities)
-        h = self.fuse(torch.cat([aligned[name] for name in self.names], dim=-1))  # (B, T, D)
+        zs = [aligned[name] for name in self.names]
+        h = run_block(self._fuse, *zs, enabled=self.checkpoint_blocks)  # (B, T, D); no M·D concat kept
         for k, block in enumerate(self.blocks):
             if k > 0 or self.residual == "every":
                 h = run_block(_add_then, block, h, f, enabled=self.checkpoint_blocks)  # (B, T, D)
             else:
                 h = run_block(block, h, enabled=self.checkpoint_blocks)
         return h, aligned
+
+    def _fuse(self, *zs: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat(zs, dim=-1))  # M x (B, T, D) -> (B, T, M·D) -> (B, T, D)
 
     @torch.no_grad()
     def modality_activations(self, f: torch.Tensor, modalities: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pivad.models.checkpointing import run_block
 from pivad.models.cmi import CMI
 from pivad.models.pmg import PMG
 
@@ -62,6 +63,7 @@ class PI(nn.Module):
                        residual=residual)
         self.standardize = standardize
         self.detach_pseudo = detach_pseudo
+        self.checkpoint_blocks = False  # recompute PMG in backward (pivad.models.checkpointing)
         if standardize:
             for name, d in modalities.items():
                 self.register_buffer(f"mean_{name}", torch.zeros(d))
@@ -92,7 +94,10 @@ class PI(nn.Module):
         return self.normalise(real)
 
     def forward(self, f: torch.Tensor, real: dict[str, torch.Tensor] | None = None) -> PIOutput:
-        mods = self.inputs(f, real)
+        if self.pmg is not None:  # PMG recomputed in backward with checkpointing: only F* is kept
+            mods = run_block(self.pmg, f, enabled=self.checkpoint_blocks)  # name -> (B, T, d_j)
+        else:
+            mods = self.inputs(f, real)
         cmi_in = {k: v.detach() for k, v in mods.items()} if self.detach_pseudo and self.pmg is not None else mods
         out, aligned = self.cmi(f, cmi_in)
         return PIOutput(out=out, pseudo=mods if self.pmg is not None else {}, aligned=aligned)

@@ -151,6 +151,7 @@ class PIVAD(nn.Module):
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         self.register_buffer("has_teacher", torch.zeros((), dtype=torch.bool))
+        self.checkpoint_blocks = False  # recompute L_align's similarities in backward (pivad.models.checkpointing)
 
     @property
     def source(self) -> str:
@@ -244,7 +245,8 @@ class PIVAD(nn.Module):
                 if loss.use_align:
                     anchor = f.detach() if cfg.align_detach else f
                     aux[f"{pos}/align"] = align_loss(anchor.float(), _float(res.aligned), tau=cfg.tau,
-                                                     form=cfg.infonce_form, exclude=repeats)
+                                                     form=cfg.infonce_form, exclude=repeats,
+                                                     checkpoint=self.checkpoint_blocks)
                 if loss.use_distill:
                     aux[f"{pos}/distill"] = distill_loss(res.out.float(), teach[pos].float())
             return res.out
