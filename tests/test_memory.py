@@ -207,3 +207,18 @@ def test_long_video_scores_equal_the_explicit_attention_and_crop_by_crop(monkeyp
         explicit = model(x)
     torch.testing.assert_close(one_pass, explicit, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(one_pass, by_crop, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 60, 16), (3, 60, 16)])
+def test_eval_in_crop_chunks_equals_one_pass(shape):
+    """Above ``max_snippets`` crop-snippets the RGB-only model scores crops in chunks: same scores."""
+    torch.manual_seed(0)
+    infer = tiny_pivad().student_only().eval()
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        infer.max_snippets = 0
+        one_pass = infer(x)
+        for budget in (60, 150, 2 * 60 * 2):  # 1 crop, 2 crops (1 per video when b = 2), 2 crops per pass
+            infer.max_snippets = budget
+            torch.testing.assert_close(infer(x), one_pass, rtol=1e-5, atol=1e-6)
+    assert one_pass.shape == (shape[0], shape[-2])

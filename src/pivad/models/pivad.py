@@ -91,6 +91,9 @@ def build_inductors(model_cfg, inductor_cfg, widths: dict[str, int]) -> nn.Modul
     )
 
 
+EVAL_MAX_SNIPPETS = 16_384  # crops x snippets per inductor pass in eval (crops chunked above it)
+
+
 def _eval_scores(student: URDMU, inductors: nn.ModuleDict, x: torch.Tensor, mods) -> torch.Tensor:
     """Eval-mode scores ``[b,T]`` of the student with its PIs plugged in (no control flow on T)."""
 
@@ -99,6 +102,28 @@ def _eval_scores(student: URDMU, inductors: nn.ModuleDict, x: torch.Tensor, mods
 
     hooks = {pos: hook(pi) for pos, pi in inductors.items()}
     return student(x, early=hooks.get("early"), late=hooks.get("late"))
+
+
+def _chunked_eval_scores(student: URDMU, inductors: nn.ModuleDict, x: torch.Tensor, max_snippets: int) -> torch.Tensor:
+    """:func:`_eval_scores` (RGB only) over chunks of at most ``max_snippets`` crop-snippets.
+
+    Crops are independent until the crop mean, so the chunks' crop means weighted by their sizes give
+    the one-pass scores (to float rounding; tests/test_memory.py). The inductors' activations of a long
+    many-crop video then never exist for all crops at once: the 5 x D-wide aligned embeddings and their
+    concatenation of one 10-crop, 6,749-snippet video alone are 2.8 GB in float32.
+    """
+    T = x.shape[-2]
+    if x.dim() == 3:  # (B, T, D): every row its own video
+        per = max(1, max_snippets // T)
+        return torch.cat([_eval_scores(student, inductors, x[i : i + per], None) for i in range(0, x.shape[0], per)])
+    b, n = x.shape[:2]  # (b, n, T, D)
+    per = max(1, max_snippets // (b * T))
+    total = None
+    for i in range(0, n, per):
+        part = x[:, i : i + per]  # (b, c, T, D)
+        scores = _eval_scores(student, inductors, part, None) * (part.shape[1] / n)  # (b, T) weighted crop mean
+        total = scores if total is None else total + scores
+    return total
 
 
 class PIVADInference(nn.Module):
@@ -115,6 +140,7 @@ class PIVADInference(nn.Module):
         self.inductors = inductors
         self.widths = dict(widths)
         self.source = source
+        self.max_snippets = EVAL_MAX_SNIPPETS  # crops x snippets per pass; 0: all crops in one pass
 
     @classmethod
     def from_config(cls, model_cfg, inductor_cfg, modalities) -> PIVADInference:
@@ -125,7 +151,11 @@ class PIVADInference(nn.Module):
     def forward(self, x: torch.Tensor, modalities: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         if self.source == "real":
             _check_modalities(modalities, self.widths, x)
-        return _eval_scores(self.student, self.inductors, x, modalities if self.source == "real" else None)
+            return _eval_scores(self.student, self.inductors, x, modalities)
+        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()  # a traced graph has no Python loop
+        if self.max_snippets and not exporting and x.dim() in (3, 4) and x[..., 0].numel() > self.max_snippets:
+            return _chunked_eval_scores(self.student, self.inductors, x, self.max_snippets)
+        return _eval_scores(self.student, self.inductors, x, None)
 
 
 class PIVAD(nn.Module):
