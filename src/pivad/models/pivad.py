@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from pivad.losses.inductor import align_loss, distill_loss, pmg_loss, repeated_snippets
+from pivad.models.checkpointing import run_block
 from pivad.models.inductor import PI
 from pivad.models.urdmu import URDMU, URDMUOutput, fp32_losses
 
@@ -48,10 +49,6 @@ def _expand_batch(mods: dict[str, torch.Tensor] | None, batch: int) -> dict[str,
             m = m.repeat_interleave(batch // m.shape[0], dim=0)  # crops of a video are consecutive
         out[name] = m
     return out
-
-
-def _float(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.float() for k, v in tensors.items()}
 
 
 def _check_modalities(mods: dict[str, torch.Tensor] | None, widths: dict[str, int], x: torch.Tensor) -> None:
@@ -181,7 +178,7 @@ class PIVAD(nn.Module):
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         self.register_buffer("has_teacher", torch.zeros((), dtype=torch.bool))
-        self.checkpoint_blocks = False  # recompute L_align's similarities in backward (pivad.models.checkpointing)
+        self.checkpoint_blocks = False  # recompute the PI losses (L_PMG, L_align, L_distill) in backward (pivad.models.checkpointing)
 
     @property
     def source(self) -> str:
@@ -269,16 +266,16 @@ class PIVAD(nn.Module):
 
         def hook(f: torch.Tensor) -> torch.Tensor:
             res = pi(f, mods)  # F* (B, T, D) -> F_M* (B, T, D)
-            with fp32_losses(f):  # float32 losses under bf16 autocast (.float() is a no-op in float32)
+            ckpt = self.checkpoint_blocks  # recompute the loss terms in backward: keep only their inputs
+            with fp32_losses(f):  # float32 losses under bf16 autocast (the losses cast their inputs up)
                 if loss.use_pmg and pi.pmg is not None:
-                    aux[f"{pos}/pmg"] = pmg_loss(_float(res.pseudo), pi.normalise(mods))
+                    aux[f"{pos}/pmg"] = pmg_loss(res.pseudo, pi.normalise(mods), checkpoint=ckpt)
                 if loss.use_align:
                     anchor = f.detach() if cfg.align_detach else f
-                    aux[f"{pos}/align"] = align_loss(anchor.float(), _float(res.aligned), tau=cfg.tau,
-                                                     form=cfg.infonce_form, exclude=repeats,
-                                                     checkpoint=self.checkpoint_blocks)
+                    aux[f"{pos}/align"] = align_loss(anchor, res.aligned, tau=cfg.tau, form=cfg.infonce_form,
+                                                     exclude=repeats, checkpoint=ckpt)
                 if loss.use_distill:
-                    aux[f"{pos}/distill"] = distill_loss(res.out.float(), teach[pos].float())
+                    aux[f"{pos}/distill"] = run_block(distill_loss, res.out, teach[pos], enabled=ckpt)
             return res.out
 
         return hook
