@@ -124,6 +124,8 @@ class TrainConfig:
     selection: str = "val"  # val: held-out training videos, video-level AUC | test: the field's test-set pick
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads (0: torch default)
+    precision: str = "fp32"  # fp32 | bf16: the forward pass under bfloat16 autocast (CPU and CUDA); weights, optimiser and losses stay float32, evaluation runs in float32
+    activation_checkpointing: bool = False  # recompute UR-DMU's and CMI's transformer blocks in backward: less memory, more compute; float32 results unchanged
     out_dir: str = "results"  # runs go to <out_dir>/<model>/<dataset>/v<N>/
     log_every: int = 10  # JSONL log interval in steps
 

@@ -39,6 +39,7 @@ from pivad.engine.checkpoint import (load_checkpoint, load_model, rng_state, sav
                                      set_rng_state)
 from pivad.engine.evaluate import GroundTruth, modality_inputs, selection_score
 from pivad.engine.logging import MetricLogger
+from pivad.engine.precision import autocast, check_precision, prepare_model, to_float
 from pivad.errors import CheckpointError, ConfigError
 
 PHASES = ("teacher", "first", "second")
@@ -63,6 +64,7 @@ def plan_phases(cfg: Config) -> list[tuple[str, int]]:
         raise ConfigError(f"train.selection: expected val or test, got {t.selection!r}")
     if t.student_init not in ("random", "teacher"):
         raise ConfigError(f"train.student_init: expected random or teacher, got {t.student_init!r}")
+    check_precision(t.precision)
     if t.model == "urdmu":
         return [("teacher", t.teacher_steps)]
     phases = [] if t.teacher_ckpt else [("teacher", t.teacher_steps)]
@@ -125,6 +127,20 @@ def _to_device(batch: Any, info: ddp.DistInfo, n_normal: int, device: torch.devi
     return rgb, labels, mods
 
 
+def step_loss(model: torch.nn.Module, phase: str, rgb: torch.Tensor, labels: torch.Tensor,
+              mods: dict[str, torch.Tensor], cfg: Config) -> tuple[torch.Tensor, dict]:
+    """One training step's ``(loss, parts)``: the forward pass at ``train.precision``, the loss in float32."""
+    from pivad.losses.inductor import pivad_loss
+    from pivad.losses.mil import mil_loss
+
+    with autocast(rgb.device, cfg.train.precision):
+        out = model(rgb) if phase == "teacher" else model(rgb, modalities=mods, phase=phase)
+    out = to_float(out)
+    if phase == "teacher":
+        return mil_loss(out, labels)
+    return pivad_loss(out, labels, cfg.loss, phase)
+
+
 class Trainer:
     """Holds one run's state; :meth:`run` is the loop."""
 
@@ -177,7 +193,7 @@ class Trainer:
     def _new_model(self, kind: str) -> torch.nn.Module:
         from pivad.models.factory import build_model
 
-        return build_model(kind, self.cfg).to(self.device)
+        return prepare_model(build_model(kind, self.cfg).to(self.device), self.cfg.train)
 
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         """Adam; ``train.inductor_lr`` gives the PIs (PMG + CMI) and ``train.pmg_lr`` the PMGs their own rate."""
@@ -288,14 +304,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------- the loop
 
     def _loss(self, model, phase: str, rgb, labels, mods):
-        if phase == "teacher":
-            from pivad.losses.mil import mil_loss
-
-            return mil_loss(model(rgb), labels)
-        from pivad.losses.inductor import pivad_loss
-
-        out = model(rgb, modalities=mods, phase=phase)
-        return pivad_loss(out, labels, self.cfg.loss, phase)
+        return step_loss(model, phase, rgb, labels, mods, self.cfg)
 
     def run(self) -> TrainResult:
         threads = torch.get_num_threads()

@@ -11,10 +11,13 @@ Axis letters: B batch (crops), T snippets, D feature width.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+from pivad.models.checkpointing import run_block
 
 if TYPE_CHECKING:  # pragma: no cover
     from pivad.config import LossConfig
@@ -24,8 +27,10 @@ INFONCE_DIRECTIONS = ("both", "rgb_to_modality", "modality_to_rgb")
 PHASES = ("first", "second")
 
 
-def pmg_loss(pseudo: dict[str, torch.Tensor], real: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Σ_j mean over batch, snippets and dims of (ê_j − e_j)² (eq. 1 averaged over snippets)."""
+def pmg_loss(pseudo: dict[str, torch.Tensor], real: dict[str, torch.Tensor], checkpoint: bool = False) -> torch.Tensor:
+    """Σ_j mean over batch, snippets and dims of (ê_j − e_j)² (eq. 1 averaged over snippets), in float32.
+
+    ``checkpoint=True`` recomputes each term in backward, so no float32 copy of a bfloat16 ê_j is kept."""
     if not pseudo:
         raise ValueError("pmg_loss: no modalities given")
     total = None
@@ -37,15 +42,19 @@ def pmg_loss(pseudo: dict[str, torch.Tensor], real: dict[str, torch.Tensor]) -> 
             raise ValueError(
                 f"pmg_loss: modality '{name}' expected shape {list(pred.shape)}, got {list(target.shape)}"
             )
-        term = F.mse_loss(pred, target.to(pred.dtype))
+        term = run_block(_mse_fp32, pred, target, enabled=checkpoint)
         total = term if total is None else total + term
     return total
 
 
+def _mse_fp32(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(pred.float(), target.float())  # .float(): a no-op on float32 tensors
+
+
 def similarity_logits(rgb: torch.Tensor, modality: torch.Tensor, tau: float) -> torch.Tensor:
     """Cosine similarity over temperature, per video: ``S[b,i,k] = sim(F*_i, z_k) / τ`` (B, T, T)."""
-    a = F.normalize(rgb, dim=-1, eps=1e-8)  # (B, T, D)
-    z = F.normalize(modality, dim=-1, eps=1e-8)  # (B, T, D)
+    a = F.normalize(rgb.float(), dim=-1, eps=1e-8)  # (B, T, D) float32 (bf16 training casts here)
+    z = F.normalize(modality.float(), dim=-1, eps=1e-8)  # (B, T, D)
     return torch.einsum("bid,bkd->bik", a, z) / tau  # (B, T, T)
 
 
@@ -127,24 +136,29 @@ def align_loss(
     tau: float = 0.1,
     form: str = "paper",
     exclude: torch.Tensor | None = None,
+    checkpoint: bool = False,
 ) -> torch.Tensor:
-    """L_align = Σ_j InfoNCE(F*, z_j) over modalities j (eq. 3), both directions."""
+    """L_align = Σ_j InfoNCE(F*, z_j) over modalities j (eq. 3), both directions.
+
+    ``checkpoint=True`` keeps only F* and z_j for backward and recomputes each term's ``(B, T, T)``
+    similarities there (``train.activation_checkpointing``; the same values)."""
     if not aligned:
         raise ValueError("align_loss: no modalities given")
     total = None
     for z in aligned.values():
-        term = infonce(rgb, z, tau=tau, form=form, direction="both", exclude=exclude)
+        term = run_block(partial(infonce, tau=tau, form=form, direction="both", exclude=exclude), rgb, z,
+                         enabled=checkpoint)
         total = term if total is None else total + term
     return total
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean over batch, snippets and dims of (F_M* − F_teach)² (eq. 4); the teacher is a constant."""
+    """Mean over batch, snippets and dims of (F_M* − F_teach)² (eq. 4), in float32; the teacher is a constant."""
     if student.shape != teacher.shape:
         raise ValueError(
             f"distill_loss: student feature {list(student.shape)} and teacher feature {list(teacher.shape)} differ"
         )
-    return F.mse_loss(student, teacher.detach().to(student.dtype))
+    return F.mse_loss(student.float(), teacher.detach().float())
 
 
 def pivad_loss(out, labels: torch.Tensor, loss_cfg: LossConfig, phase: str) -> tuple[torch.Tensor, dict[str, float]]:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from pivad.models.checkpointing import run_block
 from pivad.models.pmg import check_modality_names
 
 
@@ -33,7 +34,14 @@ CMI_RESIDUALS = ("every", "between")
 
 
 class SelfAttention(nn.Module):
-    """Multi-head softmax self-attention over snippets (explicit matmuls: exportable, countable)."""
+    """Multi-head softmax self-attention over snippets.
+
+    Without attention dropout (eval, or ``dropout=0``) it is ``F.scaled_dot_product_attention``: the same
+    result to float rounding, and no ``[B, H, T, T]`` probability tensor is made (kept for backward, or
+    built whole for a long video in eval). With attention dropout active the explicit product is kept:
+    SDPA would draw a different mask (other numbers) and on CPU has no fused kernel with dropout, so it
+    would build the ``T x T`` tensor anyway; ``train.activation_checkpointing`` frees it there.
+    """
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
@@ -46,10 +54,13 @@ class SelfAttention(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = rearrange(self.qkv(x), "b t (three h e) -> three b h t e", three=3, h=self.heads)
-        attn = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * self.scale, dim=-1)  # (B, H, T, T)
-        out = rearrange(torch.matmul(self.drop(attn), v), "b h t e -> b t (h e)")  # (B, T, D)
-        return self.drop(self.proj(out))
+        q, k, v = rearrange(self.qkv(x), "b t (three h e) -> three b h t e", three=3, h=self.heads)  # (B, H, T, E)
+        if self.drop.training and self.drop.p > 0:
+            attn = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * self.scale, dim=-1)  # (B, H, T, T)
+            out = torch.matmul(self.drop(attn), v)  # (B, H, T, E)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # (B, H, T, E), no T x T kept
+        return self.drop(self.proj(rearrange(out, "b h t e -> b t (h e)")))  # (B, T, D)
 
 
 class TransformerBlock(nn.Module):
@@ -94,6 +105,7 @@ class CMI(nn.Module):
         self.proj = nn.ModuleDict({name: nn.Linear(d, dim) for name, d in modalities.items()})
         self.fuse = nn.Linear(len(modalities) * dim, dim)
         self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.checkpoint_blocks = False  # recompute the fusion and each block in backward (pivad.models.checkpointing)
 
     def align(self, modalities: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """z_j = W_j ê_j + b_j for every declared modality, in declaration order."""
@@ -106,10 +118,17 @@ class CMI(nn.Module):
         self, f: torch.Tensor, modalities: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         aligned = self.align(modalities)
-        h = self.fuse(torch.cat([aligned[name] for name in self.names], dim=-1))  # (B, T, D)
+        zs = [aligned[name] for name in self.names]
+        h = run_block(self._fuse, *zs, enabled=self.checkpoint_blocks)  # (B, T, D); no M·D concat kept
         for k, block in enumerate(self.blocks):
-            h = block(h + f if (k > 0 or self.residual == "every") else h)
+            if k > 0 or self.residual == "every":
+                h = run_block(_add_then, block, h, f, enabled=self.checkpoint_blocks)  # (B, T, D)
+            else:
+                h = run_block(block, h, enabled=self.checkpoint_blocks)
         return h, aligned
+
+    def _fuse(self, *zs: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat(zs, dim=-1))  # M x (B, T, D) -> (B, T, M·D) -> (B, T, D)
 
     @torch.no_grad()
     def modality_activations(self, f: torch.Tensor, modalities: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -134,3 +153,8 @@ class CMI(nn.Module):
             c = (c - c.mean(dim=-1, keepdim=True)) / sigma * norm.weight
             out[name] = c.abs().mean(dim=-1)  # (B, T)
         return out
+
+
+def _add_then(block: nn.Module, h: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """``block(h + F*)``; checkpointed as one piece, so only ``h`` and the shared ``F*`` are kept."""
+    return block(h + f)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pivad.models.checkpointing import run_block
 from pivad.models.cmi import CMI
 from pivad.models.pmg import PMG
 
@@ -75,6 +76,7 @@ class PI(nn.Module):
                        residual=residual)
         self.standardize = standardize
         self.detach_pseudo = detach_pseudo
+        self.checkpoint_blocks = False  # recompute PMG in backward (pivad.models.checkpointing)
         if standardize:
             for name, d in modalities.items():
                 self.register_buffer(f"mean_{name}", torch.zeros(d))
@@ -96,22 +98,29 @@ class PI(nn.Module):
             return real
         return {name: (m - getattr(self, f"mean_{name}")) / getattr(self, f"std_{name}") for name, m in real.items()}
 
+    def pmg_source(self, f: torch.Tensor, rgb: torch.Tensor | None) -> torch.Tensor:
+        """What PMG reads: F* ``[B,T,D]``, or with ``pmg_input="rgb"`` the student's RGB input ``[B,T,D_rgb]``."""
+        if self.pmg_input != "rgb":
+            return f
+        if rgb is None:
+            raise ValueError("pmg_input 'rgb': the PI needs the student's RGB input")
+        return rgb.to(f.dtype)
+
     def inputs(self, f: torch.Tensor, real: dict[str, torch.Tensor] | None,
                rgb: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """What CMI consumes: PMG's ê_j (from F* or from the RGB input ``rgb`` [B,T,D_rgb]), or the real features."""
         if self.pmg is not None:
-            if self.pmg_input == "rgb":
-                if rgb is None:
-                    raise ValueError("pmg_input 'rgb': the PI needs the student's RGB input")
-                return self.pmg(rgb.to(f.dtype))
-            return self.pmg(f)
+            return self.pmg(self.pmg_source(f, rgb))
         if real is None:
             raise ValueError("modality_source 'real' needs the modality features at every forward")
         return self.normalise(real)
 
     def forward(self, f: torch.Tensor, real: dict[str, torch.Tensor] | None = None,
                 rgb: torch.Tensor | None = None) -> PIOutput:
-        mods = self.inputs(f, real, rgb)
+        if self.pmg is not None:  # PMG recomputed in backward with checkpointing: only its input is kept
+            mods = run_block(self.pmg, self.pmg_source(f, rgb), enabled=self.checkpoint_blocks)  # name -> (B, T, d_j)
+        else:
+            mods = self.inputs(f, real)
         cmi_in = {k: v.detach() for k, v in mods.items()} if self.detach_pseudo and self.pmg is not None else mods
         out, aligned = self.cmi(f, cmi_in)
         return PIOutput(out=out, pseudo=mods if self.pmg is not None else {}, aligned=aligned)

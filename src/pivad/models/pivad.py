@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from pivad.losses.inductor import align_loss, distill_loss, pmg_loss, repeated_snippets
+from pivad.models.checkpointing import run_block
 from pivad.models.inductor import PI
-from pivad.models.urdmu import URDMU, URDMUOutput
+from pivad.models.urdmu import URDMU, URDMUOutput, fp32_losses
 
 POSITIONS = ("early", "late")
 PLACEMENTS = {"early": ("early",), "late": ("late",), "both": ("early", "late")}
@@ -89,6 +90,9 @@ def build_inductors(model_cfg, inductor_cfg, widths: dict[str, int]) -> nn.Modul
     )
 
 
+EVAL_MAX_SNIPPETS = 16_384  # crops x snippets per inductor pass in eval (crops chunked above it)
+
+
 def _flat(x: torch.Tensor) -> torch.Tensor:
     """RGB input ``[b,n,T,D]`` or ``[B,T,D]`` as the student's batch ``[B,T,D]`` (crops consecutive)."""
     return x.reshape(-1, x.shape[-2], x.shape[-1])
@@ -106,6 +110,28 @@ def _eval_scores(student: URDMU, inductors: nn.ModuleDict, x: torch.Tensor, mods
     return student(x, early=hooks.get("early"), late=hooks.get("late"))
 
 
+def _chunked_eval_scores(student: URDMU, inductors: nn.ModuleDict, x: torch.Tensor, max_snippets: int) -> torch.Tensor:
+    """:func:`_eval_scores` (RGB only) over chunks of at most ``max_snippets`` crop-snippets.
+
+    Crops are independent until the crop mean, so the chunks' crop means weighted by their sizes give
+    the one-pass scores (to float rounding; tests/test_memory.py). The inductors' activations of a long
+    many-crop video then never exist for all crops at once: the 5 x D-wide aligned embeddings and their
+    concatenation of one 10-crop, 6,749-snippet video alone are 2.8 GB in float32.
+    """
+    T = x.shape[-2]
+    if x.dim() == 3:  # (B, T, D): every row its own video
+        per = max(1, max_snippets // T)
+        return torch.cat([_eval_scores(student, inductors, x[i : i + per], None) for i in range(0, x.shape[0], per)])
+    b, n = x.shape[:2]  # (b, n, T, D)
+    per = max(1, max_snippets // (b * T))
+    total = None
+    for i in range(0, n, per):
+        part = x[:, i : i + per]  # (b, c, T, D)
+        scores = _eval_scores(student, inductors, part, None) * (part.shape[1] / n)  # (b, T) weighted crop mean
+        total = scores if total is None else total + scores
+    return total
+
+
 class PIVADInference(nn.Module):
     """The RGB-only inference model: student + PIs; no teacher, no losses. ``forward(x) -> [b,T]``.
 
@@ -120,6 +146,7 @@ class PIVADInference(nn.Module):
         self.inductors = inductors
         self.widths = dict(widths)
         self.source = source
+        self.max_snippets = EVAL_MAX_SNIPPETS  # crops x snippets per pass; 0: all crops in one pass
 
     @classmethod
     def from_config(cls, model_cfg, inductor_cfg, modalities) -> PIVADInference:
@@ -130,7 +157,11 @@ class PIVADInference(nn.Module):
     def forward(self, x: torch.Tensor, modalities: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         if self.source == "real":
             _check_modalities(modalities, self.widths, x)
-        return _eval_scores(self.student, self.inductors, x, modalities if self.source == "real" else None)
+            return _eval_scores(self.student, self.inductors, x, modalities)
+        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()  # a traced graph has no Python loop
+        if self.max_snippets and not exporting and x.dim() in (3, 4) and x[..., 0].numel() > self.max_snippets:
+            return _chunked_eval_scores(self.student, self.inductors, x, self.max_snippets)
+        return _eval_scores(self.student, self.inductors, x, None)
 
 
 class PIVAD(nn.Module):
@@ -156,6 +187,7 @@ class PIVAD(nn.Module):
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         self.register_buffer("has_teacher", torch.zeros((), dtype=torch.bool))
+        self.checkpoint_blocks = False  # recompute the PI losses (L_PMG, L_align, L_distill) in backward (pivad.models.checkpointing)
 
     @property
     def source(self) -> str:
@@ -244,14 +276,16 @@ class PIVAD(nn.Module):
 
         def hook(f: torch.Tensor) -> torch.Tensor:
             res = pi(f, mods, x)  # F* (B, T, D) -> F_M* (B, T, D)
-            if loss.use_pmg and pi.pmg is not None:
-                aux[f"{pos}/pmg"] = pmg_loss(res.pseudo, pi.normalise(mods))
-            if loss.use_align:
-                anchor = f.detach() if cfg.align_detach else f
-                aux[f"{pos}/align"] = align_loss(anchor, res.aligned, tau=cfg.tau, form=cfg.infonce_form,
-                                                 exclude=repeats)
-            if loss.use_distill:
-                aux[f"{pos}/distill"] = distill_loss(res.out, teach[pos])
+            ckpt = self.checkpoint_blocks  # recompute the loss terms in backward: keep only their inputs
+            with fp32_losses(f):  # float32 losses under bf16 autocast (the losses cast their inputs up)
+                if loss.use_pmg and pi.pmg is not None:
+                    aux[f"{pos}/pmg"] = pmg_loss(res.pseudo, pi.normalise(mods), checkpoint=ckpt)
+                if loss.use_align:
+                    anchor = f.detach() if cfg.align_detach else f
+                    aux[f"{pos}/align"] = align_loss(anchor, res.aligned, tau=cfg.tau, form=cfg.infonce_form,
+                                                     exclude=repeats, checkpoint=ckpt)
+                if loss.use_distill:
+                    aux[f"{pos}/distill"] = run_block(distill_loss, res.out, teach[pos], enabled=ckpt)
             return res.out
 
         return hook

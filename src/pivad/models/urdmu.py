@@ -21,6 +21,7 @@ S memory slots.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 
 from pivad.config import URDMUConfig
 from pivad.errors import CheckpointError
+from pivad.models.checkpointing import run_block
 from pivad.models.distance_kernel import apply_distance_kernel
 
 Hook = Callable[[torch.Tensor], torch.Tensor]
@@ -83,13 +85,16 @@ class FoldCache:
         self._store: dict[str, tuple[tuple, object]] = {}
 
     def get(self, key: str, params: tuple[torch.Tensor, ...], build: Callable[[], object]) -> object:
+        # folds are built in the weights' dtype, autocast off (a bf16 forward casts them where they are used)
+        no_autocast = autocast_off(params[0].device)
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-            return build()
+            with no_autocast:
+                return build()
         stamp = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params)
         hit = self._store.get(key)
         if hit is not None and hit[0] == stamp:
             return hit[1]
-        with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable outside inference mode
+        with torch.inference_mode(False), torch.no_grad(), no_autocast:  # plain tensors, usable outside inference mode
             value = build()
         self._store[key] = (stamp, value)
         return value
@@ -231,6 +236,7 @@ class URDMU(nn.Module):
         self.encoder_mu = nn.Linear(H, H)
         self.encoder_var = nn.Linear(H, H)  # log-variance
         self.sample = True  # draw the reparameterisation noise in train mode (False: z = mu)
+        self.checkpoint_blocks = False  # recompute each transformer layer in backward (pivad.models.checkpointing)
         self._folds = FoldCache()
 
     # ------------------------------------------------------------------------------- folded weights
@@ -274,7 +280,7 @@ class URDMU(nn.Module):
 
     def transformer(self, x: torch.Tensor, drop: bool) -> torch.Tensor:
         for layer in self.layers:
-            x = layer(x, drop)
+            x = run_block(layer, x, drop, enabled=self.checkpoint_blocks)  # (B, T, H)
         return x  # (B, T, H)
 
     def _trunk(self, x: torch.Tensor, early: Hook | None, drop: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -357,7 +363,9 @@ class URDMU(nn.Module):
         negative = _gather_mean(a_x, a_idx)  # (B/2, H)
         anchor = _gather_mean(n_x, n_idx)
         positive = _gather_mean(a_x, p_idx)
-        triplet = F.triplet_margin_loss(_l2n(anchor), _l2n(positive), _l2n(negative), margin=1.0)
+        with fp32_losses(x):
+            triplet = F.triplet_margin_loss(_l2n(anchor.float()), _l2n(positive.float()), _l2n(negative.float()),
+                                            margin=1.0)
 
         read_mu = self._read_weights()[1]  # (H, S): mu(att M) = att read_muᵀ + b_mu
         read_mu_a, read_mu_n = read_mu.split(Sa, dim=1)
@@ -372,10 +380,13 @@ class URDMU(nn.Module):
         else:
             n_z = n_mu
         # QUIRK (official latent_loss): the KL sums over dim 1, the time axis, then averages the rest
-        kl = torch.mean(-0.5 * torch.sum(1 + n_logvar - n_mu**2 - n_logvar.exp(), dim=1))
         # top-k mean of encoder_mu(A_aug) = encoder_mu of the top-k mean read (affine)
         a_mu_topk = F.linear(_gather_mean(att_aa, a_idx), read_mu_a, b_mu)  # (B/2, H)
-        distance = F.relu(100 - a_mu_topk.norm(p=2, dim=-1) + _gather_mean(n_z, n_idx).norm(p=2, dim=-1)).mean()
+        with fp32_losses(x):
+            mu, logvar = n_mu.float(), n_logvar.float()
+            kl = torch.mean(-0.5 * torch.sum(1 + logvar - mu**2 - logvar.exp(), dim=1))
+            n_top = _gather_mean(n_z, n_idx).float()  # (B/2, H)
+            distance = F.relu(100 - a_mu_topk.float().norm(p=2, dim=-1) + n_top.norm(p=2, dim=-1)).mean()
         aug = torch.cat(
             [
                 n_z + F.linear(att_na, read_mu_a, b_mu),  # z + encoder_mu(A_Naug)
@@ -417,6 +428,19 @@ class URDMU(nn.Module):
             if tuple(sd[k].shape) != tuple(v.shape):
                 raise CheckpointError(f"{source}: {k} has shape {list(sd[k].shape)}, the model expects {list(v.shape)}")
         self.load_state_dict(dict(sd))
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """A region with autocast off (nothing to switch off on devices without autocast, e.g. ``meta``)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def fp32_losses(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off: loss terms computed inside a ``train.precision: bf16`` forward stay in float32
+    (their inputs are cast with ``.float()``, a no-op in a float32 run)."""
+    return autocast_off(x.device)
 
 
 def _gather_mean(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
