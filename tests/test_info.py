@@ -77,3 +77,14 @@ def test_info_bad_input_is_one_line(tmp_path, capsys):
     assert "missing.yaml" in capsys.readouterr().err
     assert main(["info", "--snippets", "0"]) == 2
     assert "--snippets" in capsys.readouterr().err
+
+
+def test_pmg_on_rgb_and_detached_is_counted_on_the_eval_path():
+    plain = size_report(_tiny_cfg())
+    cfg = _tiny_cfg()
+    cfg.inductor.pmg_input, cfg.inductor.pmg_detach = "rgb", True
+    report = size_report(cfg)
+    # PMG's encoder reads the 16-d input instead of F* (8-d early, 16-d late): 3·6·(16 − 8) more weights
+    assert report.pivad_total.params == plain.pivad_total.params + 3 * 6 * (16 - 8)
+    # detaching stops gradients only: every PI parameter is still reached at eval
+    assert report.pivad_eval_params == plain.pivad_eval_params + 3 * 6 * (16 - 8)

@@ -155,9 +155,16 @@ def size_report(cfg, snippets: int = 200) -> SizeReport:
     report.inference = rows
     report.pivad_total = SizeRow("π-VAD inference total", count_params(infer), rows[0].macs + pi_macs)
     report.pivad_executed_macs = macs["Global"]
-    report.pivad_eval_params = eval_reached_params(
-        infer, x[:, :8], **({"modalities": {k: v[:, :8] for k, v in mods.items()}} if kwargs else {})
-    )
+    detached = {pos: pi.detach_pseudo for pos, pi in infer.inductors.items()}
+    try:  # inductor.pmg_detach stops gradients, not values: PMG is on the eval path either way
+        for pi in infer.inductors.values():
+            pi.detach_pseudo = False
+        report.pivad_eval_params = eval_reached_params(
+            infer, x[:, :8], **({"modalities": {k: v[:, :8] for k, v in mods.items()}} if kwargs else {})
+        )
+    finally:
+        for pos, pi in infer.inductors.items():
+            pi.detach_pseudo = detached[pos]
     teacher_macs = urdmu_layer_macs(cfg.model, snippets, head=False)
     report.training_only = [SizeRow("teacher UR-DMU (frozen; features() per step)", count_params(model.teacher),
                                     teacher_macs, 1)]
