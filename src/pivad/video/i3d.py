@@ -44,13 +44,15 @@ def _pad_same(x: torch.Tensor, kernel: tuple[int, int, int], stride: tuple[int, 
 _CONV_RELU = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
 
 
+def _traced() -> bool:
+    """Being traced, exported (ONNX) or compiled: plain ops only, no memory formats, no cached weights."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+
+
 def _onednn_ready(x: torch.Tensor) -> bool:
-    """The fused oneDNN call applies: CPU, no autograd, not being traced or exported."""
-    return (
-        _CONV_RELU is not None and x.device.type == "cpu" and torch.backends.mkldnn.is_available()
-        and not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-        and not torch.onnx.is_in_onnx_export()
-    )  # fmt: skip
+    """The fused oneDNN call applies: CPU, no autograd, not traced."""
+    return (_CONV_RELU is not None and x.device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and not torch.is_grad_enabled() and not _traced())  # fmt: skip
 
 
 def _version(t: torch.Tensor) -> int:
@@ -65,7 +67,7 @@ def _cached(module: nn.Module, make) -> tuple[torch.Tensor, torch.Tensor | None]
     an in-place update): keyed by each tensor's storage, dtype and version counter. Weights are stored in
     ``channels_last_3d``, oneDNN's layout. Not cached while autograd records (gradients must reach the weights)."""
     tensors = [t for t in module.state_dict(keep_vars=True).values()]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    if _traced() or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
         return make()
     key = tuple((t.data_ptr(), t.dtype, t.device, _version(t)) for t in tensors)
     entry = module.__dict__.get("_folded")
@@ -237,7 +239,7 @@ class I3D(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The ``Mixed_5c`` map: ``[N,3,T,H,W] -> [N,1024,T/8,H/32,W/32]`` (ceil)."""
-        if not self.training and x.device.type == "cpu":
+        if not self.training and x.device.type == "cpu" and not _traced():
             x = x.contiguous(memory_format=torch.channels_last_3d)  # oneDNN convolutions instead of slow_conv3d
         for layer in self._trunk:
             x = layer(x)
