@@ -9,7 +9,9 @@ decoded frames get a row, so the padded tail of the last snippet has none.
 
 Two backends can stand in for each stage: I3D in PyTorch or ONNX (``I3D.onnx`` from ``pivad export
 --with-i3d``), the scorer in PyTorch (a checkpoint) or ONNX (``pivad export``). Each stage's wall time
-is accumulated in a :class:`StageTimer` (decode includes the resize; i3d includes cropping).
+is accumulated in a :class:`StageTimer` (decode includes the resize; i3d includes cropping). Offline,
+decoding runs in a background thread ``prefetch`` snippet groups ahead, so ``decode`` is the time I3D
+waited for frames.
 
 Axis legend: N snippets, C crops, T snippets of a video, D feature width (1024).
 """
@@ -73,6 +75,7 @@ class EncoderOptions:
     crop_size: int = CROP  # 224 for real features; smaller only for tests/debugging
     threads: int = 0  # onnxruntime intra-op threads (0: its default)
     precision: str = "fp32"  # PyTorch I3D in fp32 (the field's) or bf16 (faster; features at cosine >= 0.999)
+    prefetch: int = 2  # snippet groups decoded ahead in a background thread (0: decode inline)
 
     def describe(self) -> dict[str, Any]:
         resize = f"{self.resize.size[0]}x{self.resize.size[1]}" if self.resize.size else f"short:{self.resize.short}"
@@ -285,6 +288,10 @@ def encode_video(
     snippets = iter_snippets(path, SNIPPET, batch=group, transform=transform)
     if max_frames is not None:
         snippets = _limit_frames(snippets, max_frames, counted)
+    if encoder.options.prefetch > 0:  # decode and resize in a thread while I3D runs (both release the GIL)
+        from pivad.extract.rgb import prefetch
+
+        snippets = prefetch(snippets, encoder.options.prefetch)
     feats = []
     for _, batch in timer.timed_iter("decode", snippets):
         with timer.stage("i3d"):
