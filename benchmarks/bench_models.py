@@ -353,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--skip-train", action="store_true", help="leave out the training step (slow)")
+    p.add_argument("--skip-pivad", action="store_true", help="leave out the π-VAD cases (the slowest)")
     p.add_argument("--memory-T", type=int, nargs="*", default=[T_LONG, 50_000], help="T for the memory probes")
     p.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     p.add_argument("--_memory-probe", nargs=2, metavar=("IMPL", "T"), help=argparse.SUPPRESS)
@@ -371,12 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     bf16 = pivad_runners(copy.deepcopy(model).to(torch.bfloat16), inputs, torch.bfloat16)
     for k in ("eval_10crop_T200", "eval_1crop_T6749"):
         runners[f"pivad-bf16/{k}"] = bf16[k]
-    pv_cases = {k: v for k, v in pivad_cases(inputs, model).items() if k in cases}
+    pv_cases = {} if args.skip_pivad else {k: v for k, v in pivad_cases(inputs, model).items() if k in cases}
     for k, fn in pv_cases.items():
         runners[f"pi-vad/{k}"] = fn
     if "train_step_128x200" in pv_cases:
         runners[f"pivad/{PIVAD_TRAIN_CASE}"] = urdmu_small_train_step(model, inputs)
-    if not pv_cases:
+    if not pv_cases and not args.skip_pivad:
         print("π-VAD: not measured (pivad_cases() in benchmarks/bench_models.py is not filled yet)", file=sys.stderr)
     result: dict = {
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
