@@ -397,8 +397,7 @@ def main(argv: list[str] | None = None) -> int:
 
     peaks = {str(dt).removeprefix("torch."): matmul_peak(dt) for dt in (torch.float32, torch.bfloat16)}
     load = [load_average()]
-    with torch.no_grad():
-        flops = {k: count_flops(fn) for k, fn in runners.items()}
+    flops = {k: count_flops(fn) for k, fn in runners.items()}  # eval runners disable autograd themselves
     wall, cpu = time_alternating(runners, args.repeats)
     load.append(load_average())
     for dt in (torch.float32, torch.bfloat16):  # the peak again at the end: the better of the two counts
