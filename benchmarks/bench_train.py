@@ -15,6 +15,10 @@ Timings on a shared machine are noisy: the ratio is the figure to read, and the 
 
     python benchmarks/bench_train.py                       # both models, full test set
     python benchmarks/bench_train.py --eval-fraction 0.1   # every 10th video, time scaled by ΣT
+    python benchmarks/bench_train.py --skip-train --precisions fp32,bf16   # eval only, fp32 and bf16 models
+
+Eval is also reported as a fraction of the 2048² matmul peak of its dtype (benchmarks/peak.py), measured
+in the same run at the start and the end, with the FLOPs of the scored videos counted by FlopCounterMode.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from peak import count_flops, load_average, matmul_peak
 
 REF_STEP_S = (6.6, 8.8)
 REF_EVAL_S = 164.0
@@ -80,23 +86,28 @@ def train_step_seconds(kind: str, cfg, steps: int, batch_scale: float = 1.0) -> 
     return (time.perf_counter() - t0) / steps
 
 
-def eval_seconds(kind: str, cfg, fraction: float, batch_crops: int) -> tuple[float, int, int]:
-    """Seconds for the scored videos (model time only), how many videos and snippets were scored."""
+def eval_seconds(kind: str, cfg, fraction: float, batch_crops: int,
+                 dtype: torch.dtype = torch.float32, offset: int = 0) -> tuple[float, int, int, float]:
+    """Seconds for the scored videos (model time only), how many videos and snippets were scored, and
+    their FLOPs. ``dtype``: the model's weights (``model.to(dtype)``; features are cast by the model)."""
     from pivad.engine.evaluate import score_video
 
     model = build(kind, cfg).eval()
-    infer = model.student_only().eval() if kind == "pivad" else model
+    infer = (model.student_only().eval() if kind == "pivad" else model).to(dtype)
     lengths = ucf_like_lengths()
     every = max(1, round(1 / fraction))
-    picked = lengths[::every]
+    picked = lengths[offset::every]
     gen = torch.Generator().manual_seed(0)
-    total = 0.0
-    for t in picked:
-        rgb = torch.rand(10, int(t), cfg.data.feature_dim, generator=gen) * 2  # (C, T, D)
-        t0 = time.perf_counter()
-        score_video(infer, rgb, "cpu", batch_crops)
-        total += time.perf_counter() - t0
-    return total, len(picked), int(picked.sum())
+    total, flops = 0.0, 0.0
+    with torch.inference_mode():
+        score_video(infer, torch.rand(10, 64, cfg.data.feature_dim), "cpu", batch_crops)  # warm-up
+        for t in picked:
+            rgb = torch.rand(10, int(t), cfg.data.feature_dim, generator=gen) * 2  # (C, T, D)
+            t0 = time.perf_counter()
+            score_video(infer, rgb, "cpu", batch_crops)
+            total += time.perf_counter() - t0
+            flops += count_flops(lambda: score_video(infer, rgb, "cpu", batch_crops))
+    return total, len(picked), int(picked.sum()), flops
 
 
 def main() -> None:
@@ -105,8 +116,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2, help="timed train steps (after one warm-up step)")
     ap.add_argument("--eval-fraction", type=float, default=1.0, help="score every 1/f-th video, scale up")
     ap.add_argument("--batch-crops", type=int, default=10)
+    ap.add_argument("--eval-offset", type=int, default=0,
+                    help="first video scored (0 = the longest, 6,749 snippets); then every 1/f-th")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-eval", action="store_true")
+    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--precisions", default="fp32", help="eval model precisions: fp32, bf16 (default fp32)")
     ap.add_argument("--batch-scale", default="urdmu=1,pivad=0.25",
                     help="measure at this fraction of the 64+64 batch and scale the step time up (memory)")
     args = ap.parse_args()
@@ -115,24 +130,42 @@ def main() -> None:
     from pivad.config import load_config
 
     cfg = load_config(CONFIG)
-    print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} cores; config {CONFIG.name}")
-    print("| model | train step (s) | snippets/s | vs official 6.6-8.8 s | full UCF test (s) | vs official 164 s |")
-    print("|---|---|---|---|---|---|")
+    peaks = {p: matmul_peak(getattr(torch, d)) for p, d in (("fp32", "float32"), ("bf16", "bfloat16"))}
+    print(f"torch {torch.__version__}, {args.threads} threads, load average {load_average()} "
+          f"on {os.cpu_count()} cores; config {CONFIG.name}; matmul peak 2048²: fp32 {peaks['fp32']['gflops']}, "
+          f"bf16 {peaks['bf16']['gflops']} GFLOP/s")  # fmt: skip
+    print("| model | precision | train step (s) | snippets/s | vs official 6.6-8.8 s | full UCF test (s) "
+          "| vs official 164 s | eval GFLOP/s | eval % of peak |")
+    print("|---|---|---|---|---|---|---|---|---|")
     scales = {k: float(v) for k, v in (kv.split("=") for kv in args.batch_scale.split(","))}
+    eval_rates: list[tuple[str, str, float]] = []
     for kind in args.models.split(","):
         scale = scales.get(kind, 1.0)
-        s = train_step_seconds(kind, cfg, args.steps, scale) / scale  # per full 64+64 step
-        snippets = (cfg.data.batch_normal + cfg.data.batch_abnormal) * cfg.data.num_segments
-        eval_cell = ratio_eval = "-"
-        if not args.skip_eval:
-            e, n, t = eval_seconds(kind, cfg, args.eval_fraction, args.batch_crops)
-            full = e * UCF_SUM_T / t  # scaled by snippets (exact when every video was scored)
-            eval_cell = f"{full:.1f}" + ("" if n == UCF_VIDEOS else f" (scaled from {n} videos, ΣT={t})")
-            ratio_eval = f"{full / REF_EVAL_S:.2f}x"
-        label = kind if scale == 1 else f"{kind} (measured at {scale:g}x batch)"
-        print(f"| {label} | {s:.2f} | {snippets / s:,.0f} | {s / REF_STEP_S[1]:.2f}-{s / REF_STEP_S[0]:.2f}x | "
-              f"{eval_cell} | {ratio_eval} |", flush=True)
+        train_cells = "- | - | -"
+        if not args.skip_train:
+            s = train_step_seconds(kind, cfg, args.steps, scale) / scale  # per full 64+64 step
+            snippets = (cfg.data.batch_normal + cfg.data.batch_abnormal) * cfg.data.num_segments
+            train_cells = f"{s:.2f} | {snippets / s:,.0f} | {s / REF_STEP_S[1]:.2f}-{s / REF_STEP_S[0]:.2f}x"
+        for precision in args.precisions.split(","):
+            eval_cell = ratio_eval = rate = frac = "-"
+            if not args.skip_eval:
+                dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+                e, n, t, flops = eval_seconds(kind, cfg, args.eval_fraction, args.batch_crops, dtype, args.eval_offset)
+                full = e * UCF_SUM_T / t  # scaled by snippets (exact when every video was scored)
+                eval_cell = f"{full:.1f}" + ("" if n == UCF_VIDEOS else f" (scaled from {n} videos, ΣT={t})")
+                ratio_eval = f"{full / REF_EVAL_S:.2f}x"
+                rate = f"{flops / e / 1e9:.1f}"
+                frac = f"{100 * flops / e / 1e9 / peaks[precision]['gflops']:.0f}% (of the start's peak)"
+                eval_rates.append((kind, precision, flops / e / 1e9))
+            label = kind if scale == 1 or args.skip_train else f"{kind} (measured at {scale:g}x batch)"
+            print(f"| {label} | {precision} | {train_cells} | {eval_cell} | {ratio_eval} | {rate} | {frac} |", flush=True)
+    again = {p: matmul_peak(getattr(torch, d)) for p, d in (("fp32", "float32"), ("bf16", "bfloat16"))}
+    print(f"matmul peak at the end: fp32 {again['fp32']['gflops']}, bf16 {again['bf16']['gflops']} GFLOP/s; "
+          f"load average {load_average()}")
+    for kind, precision, rate in eval_rates:  # against the better of the two peaks, as the other benchmarks
+        best = max(peaks[precision]["gflops"], again[precision]["gflops"])
+        print(f"eval {kind} {precision}: {rate:.1f} GFLOP/s = {100 * rate / best:.0f}% of the better {precision} "
+              f"peak ({best} GFLOP/s)")
 
 
 if __name__ == "__main__":

