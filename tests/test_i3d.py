@@ -160,18 +160,21 @@ def test_fused_eval_path_equals_layer_by_layer(grad):
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 2.0)
                 module.weight.uniform_(0.5, 1.5)
-    x = torch.rand(2, 3, 9, 37, 45) * 2 - 1
+    x = torch.rand(2, 3, 9, 37, 45, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    # Folding BatchNorm reorders float32 rounding over ~60 layers: allow 1e-4 of the output's scale
+    # (a wrong fold or a missed branch moves features by the scale itself).
     with torch.set_grad_enabled(grad):
         fused = model(x)
         reference = model.use_fused(False)(x)
         model.use_fused(True)
-    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
+    tolerance = 1e-4 * reference.abs().max().item()
+    torch.testing.assert_close(fused, reference, rtol=1e-4, atol=tolerance)
     assert fused.shape == (2, 1024)
     with torch.no_grad():
         model.Mixed_4c.b1b.bn.bias.add_(1.0)
         changed, changed_ref = model(x), model.use_fused(False)(x)
-    assert not torch.allclose(changed, fused)
-    torch.testing.assert_close(changed, changed_ref, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(changed, fused, rtol=1e-4, atol=tolerance)
+    torch.testing.assert_close(changed, changed_ref, rtol=1e-4, atol=1e-4 * changed_ref.abs().max().item())
 
 
 def test_bfloat16_model_runs_the_fused_path():
