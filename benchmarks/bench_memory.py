@@ -2,14 +2,18 @@
 
 Train cases: π-VAD step-2 steps (L_second) of 64 normal + 64 abnormal crops x 200 snippets x 1024,
 the five modalities of ``configs/ucf_crime.yaml`` at its widths, every width of that config, Adam as the
-trainer builds it. Each step is :func:`pivad.engine.trainer.step_loss` (the trainer's forward and
-loss, at ``train.precision``), ``backward``, ``Adam.step`` -- the code path of ``pivad train``, on random
-tensors in memory (no data loading, no evaluation). The frozen teacher is a random UR-DMU.
+trainer builds it. Each step is :func:`pivad.engine.trainer.backward_step` (the trainer's forward,
+loss and backward at ``train.precision``, in ``train.micro_batch`` micro-batches) and ``Adam.step`` --
+the code path of ``pivad train``, on random tensors in memory (no data loading, no evaluation). The
+frozen teacher is a random UR-DMU.
 
     fp32        train.precision fp32, activation_checkpointing false (the defaults)
     fp32_ckpt   fp32, activation_checkpointing true
     bf16_ckpt   bf16 autocast, activation_checkpointing true
     bf16        bf16 autocast, activation_checkpointing false
+
+A suffix ``_mbN`` runs the case with ``train.micro_batch: N`` (``fp32_mb16``: micro-batches of 8 + 8
+crops, gradients accumulated; the same step).
 
 Eval case ``eval``: the RGB-only π-VAD (``student_only()``) on one 10-crop video of T = 6,749
 snippets (UCF-Crime's longest) in one pass under ``torch.inference_mode``.
@@ -42,6 +46,21 @@ from peak import load_average, matmul_peak  # noqa: E402
 CONFIG = HERE.parent / "configs" / "ucf_crime.yaml"
 TRAIN_CASES = {"fp32": ("fp32", False), "fp32_ckpt": ("fp32", True), "bf16_ckpt": ("bf16", True),
                "bf16": ("bf16", False)}
+
+
+def parse_case(case: str) -> tuple[str, bool, int]:
+    """``(precision, activation_checkpointing, micro_batch)`` of a train case name such as ``fp32_ckpt_mb16``."""
+    base, _, micro = case.partition("_mb")
+    if base not in TRAIN_CASES or (micro and not micro.isdigit()):
+        raise SystemExit(f"bench_memory: unknown case {case!r} (train cases: {', '.join(TRAIN_CASES)}, optional _mbN)")
+    return (*TRAIN_CASES[base], int(micro or 0))
+
+
+def case_order(case: str) -> tuple[int, int]:
+    if case == "eval":
+        return len(TRAIN_CASES), 0
+    base, _, micro = case.partition("_mb")
+    return list(TRAIN_CASES).index(base), int(micro or 0)
 
 
 def status_gib(key: str) -> float:
@@ -112,13 +131,14 @@ def eval_flops(T: int, crops: int) -> int:
 
 
 def child_train(case: str, half: int, T: int, steps: int) -> dict:
-    from pivad.engine.trainer import step_loss
+    from pivad.engine.trainer import backward_step
 
-    precision, ckpt = TRAIN_CASES[case]
+    precision, ckpt, micro = parse_case(case)
     peaks = {"fp32": matmul_peak(torch.float32)}
     if precision == "bf16":
         peaks["bf16"] = matmul_peak(torch.bfloat16)
     cfg = load_cfg(precision, ckpt)
+    cfg.train.micro_batch = micro
     torch.manual_seed(0)
     model = build_pivad(cfg)
     t = cfg.train
@@ -129,13 +149,13 @@ def child_train(case: str, half: int, T: int, steps: int) -> dict:
     seconds, losses = [], []
     for _ in range(steps):
         t0 = time.perf_counter()
-        loss, _ = step_loss(model, "second", x, labels, mods, cfg)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, _ = backward_step(model, "second", x, labels, mods, cfg)
         opt.step()
         seconds.append(time.perf_counter() - t0)
-        losses.append(float(loss.detach()))
-    return {"case": case, "precision": precision, "activation_checkpointing": ckpt, "crops": 2 * half, "T": T,
+        losses.append(float(loss))
+    return {"case": case, "precision": precision, "activation_checkpointing": ckpt, "micro_batch": micro,
+            "crops": 2 * half, "T": T,
             "steps": steps, "step_seconds": seconds, "losses": losses, "rss_before_gib": round(rss_before, 3),
             "peak_rss_gib": round(status_gib("VmHWM"), 3), "peaks": peaks}
 
@@ -243,6 +263,9 @@ def main() -> None:
         print(json.dumps(res))
         return
     cases = args.cases.split(",")
+    for case in cases:
+        if case != "eval":
+            parse_case(case)
     flops = {"train_pair": step_flops(args.T), "eval": eval_flops(args.eval_T, args.eval_crops)}
     meta = {"torch": torch.__version__, "threads": args.threads, "cpus": __import__("os").cpu_count(),
             "config": CONFIG.name, "crops": 2 * args.half, "T": args.T, "steps": args.steps,
@@ -256,8 +279,7 @@ def main() -> None:
         add_fractions(r, flops)
         results.append(r)
         print(json.dumps({k: v for k, v in r.items() if k != "peaks"}), flush=True)
-    order = list(TRAIN_CASES) + ["eval"]
-    results.sort(key=lambda r: order.index(r["case"]))
+    results.sort(key=lambda r: case_order(r["case"]))
     text = markdown(results, meta)
     print(text)
     if args.out:

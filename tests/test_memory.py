@@ -222,3 +222,84 @@ def test_eval_in_crop_chunks_equals_one_pass(shape):
             infer.max_snippets = budget
             torch.testing.assert_close(infer(x), one_pass, rtol=1e-5, atol=1e-6)
     assert one_pass.shape == (shape[0], shape[-2])
+
+
+# ------------------------------------------------------------------------------------ micro-batches
+
+
+def _deterministic_pivad() -> PIVAD:
+    """tiny_pivad with nothing random in a train step: no dropout, z = mu."""
+    torch.manual_seed(0)
+    mcfg = URDMUConfig(input_dim=16, hidden_dim=8, depth=2, heads=2, dim_head=4, mlp_dim=8, a_nums=4, n_nums=4,
+                       head_dim=8, dropout=0.0)
+    ind = InductorConfig(position="both", latent_dim=8, cmi_depth=2, cmi_heads=2, cmi_dropout=0.0)
+    model = PIVAD(mcfg, ind, LossConfig(), MODS)
+    model.set_teacher(URDMU(mcfg))
+    model.student.sample = False
+    return model
+
+
+@pytest.mark.parametrize("phase", ["teacher", "first", "second"])
+def test_micro_batches_give_the_whole_batch_step(phase):
+    """8 + 8 crops in one pass, in pairs of 2 + 2 and in uneven micro-batches (3 + 3, 3 + 3, 2 + 2):
+    the same loss, logged parts and gradients (every loss term is a mean over crops or pairs)."""
+    from pivad.engine.trainer import backward_step
+
+    model = _deterministic_pivad()
+    model = model.student if phase == "teacher" else model
+    model.train()
+    x, labels, mods = _batch(B=16, T=12)
+    results = {}
+    for size in (0, 4, 6):
+        cfg = Config()
+        cfg.train.micro_batch = size
+        model.zero_grad(set_to_none=True)
+        loss, parts = backward_step(model, phase, x, labels, mods, cfg)
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[size] = loss, parts, grads
+    loss0, parts0, grads0 = results[0]
+    assert len(grads0) > 0 and float(loss0) > 0
+    for size in (4, 6):
+        loss, parts, grads = results[size]
+        torch.testing.assert_close(loss, loss0, rtol=1e-5, atol=1e-6)
+        assert parts.keys() == parts0.keys()
+        for k in parts0:
+            torch.testing.assert_close(torch.as_tensor(parts[k]), torch.as_tensor(parts0[k]), rtol=1e-5, atol=1e-6,
+                                       msg=k)
+        assert grads.keys() == grads0.keys()
+        for n in grads0:
+            torch.testing.assert_close(grads[n], grads0[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_micro_batches_keep_normal_abnormal_pairs_together():
+    from pivad.engine.trainer import micro_batches
+
+    x = torch.arange(10.0)[:, None]  # crops 0-4 normal, 5-9 abnormal
+    labels = torch.cat([torch.zeros(5), torch.ones(5)])
+    chunks = micro_batches(x, labels, {"pose": x * 10}, 4)
+    assert [c[0][:, 0].tolist() for c in chunks] == [[0, 1, 5, 6], [2, 3, 7, 8], [4, 9]]
+    assert [c[1].tolist() for c in chunks] == [[0, 0, 1, 1], [0, 0, 1, 1], [0, 1]]
+    assert [c[2]["pose"][:, 0].tolist() for c in chunks][2] == [40, 90]
+    assert [c[3] for c in chunks] == [0.4, 0.4, 0.2]
+    assert micro_batches(x, labels, {}, 0)[0][3] == 1.0 and len(micro_batches(x, labels, {}, 10)) == 1
+
+
+@pytest.mark.parametrize("size", [-2, 3])
+def test_micro_batch_must_be_even(size):
+    cfg = Config()
+    cfg.train.micro_batch = size
+    with pytest.raises(ConfigError, match="train.micro_batch"):
+        plan_phases(cfg)
+
+
+def test_training_in_micro_batches_runs_and_resumes_exactly(tmp_path, tiny_dataset):
+    """All three phases in micro-batches of 1 + 1; stopped after step 7 and resumed, the same weights."""
+    cfg = tiny_config(tiny_dataset, train={"micro_batch": 2})
+    whole = train(cfg, tmp_path / "whole", progress=False)
+    assert not whole.interrupted
+    first = train(cfg, tmp_path / "resumed", progress=False, stop_after=7)
+    assert first.interrupted
+    train(cfg, tmp_path / "resumed", resume=True, progress=False)
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "resumed")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -126,6 +126,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads (0: torch default)
     precision: str = "fp32"  # fp32 | bf16: the forward pass under bfloat16 autocast (CPU and CUDA); weights, optimiser and losses stay float32, evaluation runs in float32
     activation_checkpointing: bool = False  # recompute UR-DMU's and CMI's transformer blocks in backward: less memory, more compute; float32 results unchanged
+    micro_batch: int = 0  # crops per forward/backward pass (even): a step's batch runs as micro-batches of normal/abnormal pairs with gradients accumulated, the same step in less memory (0: the whole batch at once)
     out_dir: str = "results"  # runs go to <out_dir>/<model>/<dataset>/v<N>/
     log_every: int = 10  # JSONL log interval in steps
 

@@ -8,6 +8,8 @@ no snippets (T = 0), NaN or Inf values.
 
 from __future__ import annotations
 
+import threading
+
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +20,30 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "[" + ",".join(str(s) for s in shape) + "]"
 
 
+_HEADER_LOCK = threading.Lock()
+
+
 def _read_header(fp, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """(shape, fortran_order, dtype) from an open ``.npy`` file positioned at its start."""
+    """(shape, fortran_order, dtype) from an open ``.npy`` file positioned at its start.
+
+    One thread at a time: numpy parses the header with ``ast.literal_eval``, which raised ``SystemError``
+    on sound files when the mapped loader read headers from several threads (CI, Python 3.11)."""
     try:
-        version = np.lib.format.read_magic(fp)
-        if version == (1, 0):
-            return np.lib.format.read_array_header_1_0(fp)
-        if version == (2, 0):
-            return np.lib.format.read_array_header_2_0(fp)
+        with _HEADER_LOCK:
+            version = np.lib.format.read_magic(fp)
+            if version == (1, 0):
+                return np.lib.format.read_array_header_1_0(fp)
+            if version == (2, 0):
+                return np.lib.format.read_array_header_2_0(fp)
     except (ValueError, SyntaxError, TypeError, EOFError, UnicodeDecodeError) as exc:
         # numpy parses the header dict with ast.literal_eval: a damaged one raises SyntaxError/TokenError
         # (a SyntaxError subclass in Python >= 3.12; tokenize.TokenError before, caught below)
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
         raise DataError(f"{path}: not a .npy file (damaged header: {first})") from None
     except Exception as exc:  # noqa: BLE001 - tokenize.TokenError and whatever else a damaged header raises
-        raise DataError(f"{path}: not a .npy file (damaged header: {type(exc).__name__})") from None
+        detail = (str(exc).splitlines() or [""])[0][:120]
+        raise DataError(f"{path}: not a .npy file (damaged header: {type(exc).__name__}"
+                        f"{': ' + detail if detail else ''})") from None
     # format 3.0 only serves structured dtypes with non-latin-1 field names
     raise DataError(f"{path}: .npy format {version[0]}.{version[1]} holds a structured array, expected floats")
 

@@ -65,6 +65,8 @@ def plan_phases(cfg: Config) -> list[tuple[str, int]]:
     if t.student_init not in ("random", "teacher"):
         raise ConfigError(f"train.student_init: expected random or teacher, got {t.student_init!r}")
     check_precision(t.precision)
+    if t.micro_batch < 0 or t.micro_batch % 2:
+        raise ConfigError(f"train.micro_batch: expected 0 or an even number of crops, got {t.micro_batch}")
     if t.model == "urdmu":
         return [("teacher", t.teacher_steps)]
     phases = [] if t.teacher_ckpt else [("teacher", t.teacher_steps)]
@@ -139,6 +141,48 @@ def step_loss(model: torch.nn.Module, phase: str, rgb: torch.Tensor, labels: tor
     if phase == "teacher":
         return mil_loss(out, labels)
     return pivad_loss(out, labels, cfg.loss, phase)
+
+
+def micro_batches(rgb: torch.Tensor, labels: torch.Tensor, mods: dict[str, torch.Tensor], size: int):
+    """``[(rgb, labels, mods, weight)]``: a balanced batch (normal half first) as micro-batches of at most
+    ``size`` crops, each again normal half first; ``weight`` is its share of the pairs (0: one pass)."""
+    B = rgb.shape[0]
+    if size <= 0 or size >= B:
+        return [(rgb, labels, mods, 1.0)]
+    if size % 2 or B % 2:
+        raise ConfigError(f"train.micro_batch: expected an even number of crops, got {size} for a batch of {B}")
+    n, half = B // 2, size // 2
+    chunks = []
+    for start in range(0, n, half):
+        pairs = torch.arange(start, min(start + half, n), device=rgb.device)
+        idx = torch.cat([pairs, pairs + n])  # (2 * pairs,) normal crops, then their abnormal partners
+        chunks.append((rgb[idx], labels[idx], {k: v[idx] for k, v in mods.items()}, len(pairs) / n))
+    return chunks
+
+
+def backward_step(model: torch.nn.Module, phase: str, rgb: torch.Tensor, labels: torch.Tensor,
+                  mods: dict[str, torch.Tensor], cfg: Config, loss_fn=None) -> tuple[torch.Tensor, dict]:
+    """One step's forward and backward, in micro-batches of ``train.micro_batch`` crops; ``(loss, parts)`` detached.
+
+    Every loss term is a mean over crops (or normal/abnormal pairs, which stay together: UR-DMU's triplet
+    pairs normal crop i with abnormal crop i), so the weighted sum of micro-batch gradients is the whole
+    batch's gradient: the same step as one pass, up to float rounding, with the memory of one micro-batch.
+    Dropout and reparameterisation noise are drawn per micro-batch (the same distribution, other draws).
+    Gradients accumulate into ``.grad``: zero them before.
+    """
+    loss_fn = loss_fn or (lambda *a: step_loss(model, phase, *a, cfg))
+    total = torch.zeros((), device=rgb.device)
+    parts_sum: dict[str, torch.Tensor | float] = {}
+    for x, y, m, weight in micro_batches(rgb, labels, mods, cfg.train.micro_batch):
+        loss, parts = loss_fn(x, y, m)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{phase}: loss is {loss.item()} (lower train.lr?)")
+        (loss * weight if weight != 1.0 else loss).backward()
+        total += loss.detach() * weight
+        for k, v in parts.items():
+            v = v.detach() if torch.is_tensor(v) else v
+            parts_sum[k] = parts_sum.get(k, 0.0) + v * weight
+    return total, parts_sum
 
 
 class Trainer:
@@ -392,16 +436,17 @@ class Trainer:
         for step in bar:
             batch = next(self.loader)
             rgb, labels, mods = _to_device(batch, self.info, n_normal, self.device)
-            loss, parts = self._loss(model, phase, rgb, labels, mods)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{phase} step {step}: loss is {loss.item()} (lower train.lr?)")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            try:
+                loss, parts = backward_step(model, phase, rgb, labels, mods, cfg,
+                                            loss_fn=lambda *a: self._loss(model, phase, *a))
+            except FloatingPointError as e:
+                raise FloatingPointError(f"step {step}: {e}") from None
             ddp.average_gradients(params, self.info)
             opt.step()
             self.global_step += 1
 
-            values = {"loss": float(loss.detach())}
+            values = {"loss": float(loss)}
             values.update({k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()})
             for k, v in values.items():
                 running[k] = v if k not in running else 0.9 * running[k] + 0.1 * v
