@@ -213,10 +213,11 @@ def markdown(results: list[dict], meta: dict) -> str:
              f"train: {meta['crops']} crops x {meta['T']} snippets, {meta['steps']} step(s) per case; "
              f"eval: 1 video x {meta['eval_crops']} crops x {meta['eval_T']} snippets, one pass",
              "",
-             "| case | peak RSS (GB) | RSS before step (GB) | step s (first / last) | last vs fp32 | "
+             "| case | peak RSS (GB) | RSS before step (GB) | step s (first / last) | last vs fp32 (same micro-batch) | "
              "GFLOP/s | fraction of fp32 peak (peak GFLOP/s) | bf16 peak fraction | load avg before / after |",
              "|---|---|---|---|---|---|---|---|---|"]
-    base = next((r for r in results if r["case"] == "fp32" and "error" not in r), None)
+    bases = {r.get("micro_batch", 0): r for r in results
+             if r["case"].partition("_mb")[0] == "fp32" and "error" not in r}  # fp32 without checkpointing
     for r in results:
         if "error" in r:
             lines.append(f"| {r['case']} | failed: {r['error'][:120]} | | | | | | | {r['load_before']} / "
@@ -229,6 +230,7 @@ def markdown(results: list[dict], meta: dict) -> str:
         else:
             s = r["step_seconds"]
             secs = f"{s[0]:.1f} / {s[-1]:.1f}"
+            base = bases.get(r.get("micro_batch", 0))
             ratio = f"{s[-1] / base['step_seconds'][-1]:.2f}x" if base else "-"
         fp = r["peaks"]["fp32"]
         bf = r["fraction_of_peak"].get("bf16")

@@ -140,3 +140,17 @@ def test_pmg_lr_and_inductor_lr_make_their_own_adam_groups(tmp_path, tiny_datase
     assert [g["lr"] for g in trainer._optimizer(model).param_groups] == [cfg.train.lr, 1e-3]
     cfg.train.inductor_lr = 0.0
     assert len(trainer._optimizer(model).param_groups) == 1
+
+
+def test_student_clean_trains_the_student_without_noise(tmp_path, tiny_dataset):
+    """``train.student_clean``: the π-VAD phases' student draws no noise and no dropout; the teacher did."""
+    from pivad.engine.trainer import Trainer
+    from test_resume import tiny_config
+
+    cfg = tiny_config(tiny_dataset, train={"student_clean": True})
+    result = Trainer(cfg, tmp_path / "run", progress=False).run()
+    student = result.model.student
+    assert student.sample is False
+    assert all(m.dropout == 0.0 for m in student.modules() if hasattr(m, "dropout") and isinstance(m.dropout, float))
+    teacher = Trainer(cfg, tmp_path / "run", progress=False)._new_model("urdmu")
+    assert teacher.sample is True

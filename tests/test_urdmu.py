@@ -384,3 +384,23 @@ def test_kernel_cached_in_inference_mode_works_in_training():
     out = model(x)
     out.scores.sum().backward()
     assert model.embed.weight.grad is not None
+
+
+def test_set_clean_removes_dropout_and_noise_from_training():
+    """A clean student's train-mode pass draws nothing: two seeds give the same outputs (not so before)."""
+    torch.manual_seed(0)
+    model = URDMU(URDMUConfig(input_dim=16, hidden_dim=8, depth=2, heads=2, dim_head=4, mlp_dim=8, a_nums=4,
+                              n_nums=4, head_dim=8, dropout=0.5)).train()
+    x = torch.randn(4, 12, 16)
+
+    def two_seeds():
+        torch.manual_seed(1)
+        a = model(x).scores
+        torch.manual_seed(2)
+        return a, model(x).scores
+
+    a, b = two_seeds()
+    assert not torch.allclose(a, b)
+    assert model.set_clean() is model and model.sample is False
+    a, b = two_seeds()
+    assert torch.equal(a, b)

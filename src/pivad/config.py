@@ -111,6 +111,7 @@ class TrainConfig:
     model: str = "pivad"  # what to train: urdmu (teacher/baseline only) | pivad (teacher, then student)
     teacher_ckpt: str = ""  # load the teacher from this checkpoint (own or official UR-DMU state dict)
     student_init: str = "random"  # π-VAD student before step 1: random (the paper) | teacher (a copy of the teacher's weights)
+    student_clean: bool = False  # π-VAD's student trains without dropout and reparameterisation noise, like the teacher's distillation target (eval-mode features); the paper is silent
     teacher_steps: int = 3000  # UR-DMU teacher iterations when it is trained here
     warmup_steps: int = 300  # π-VAD step 1 (L_first) iterations
     steps: int = 3000  # π-VAD step 2 (L_second) iterations

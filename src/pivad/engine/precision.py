@@ -6,6 +6,8 @@
   cast up). ``fp32`` (the default) enters no autocast region: results are those of plain float32.
 - ``activation_checkpointing: true`` recomputes UR-DMU's and CMI's transformer blocks in backward
   (:mod:`pivad.models.checkpointing`); float32 results equal those without it.
+- ``micro_batch: N`` (in :func:`pivad.engine.trainer.backward_step`) runs a step's batch N crops at a
+  time with gradients accumulated: the same step, the activations of N crops.
 
 Evaluation and model selection always run in float32.
 """

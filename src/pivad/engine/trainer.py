@@ -279,6 +279,8 @@ class Trainer:
             model.set_teacher(teacher)
             if self.cfg.train.student_init == "teacher":
                 model.student.load_state_dict(teacher.state_dict())
+            if self.cfg.train.student_clean:
+                model.student.set_clean()
             if self.cfg.inductor.pmg_standardize:
                 model.set_modality_stats(self._modality_stats())
         ddp.broadcast_parameters(model, self.info)

@@ -241,6 +241,14 @@ class URDMU(nn.Module):
 
     # ------------------------------------------------------------------------------- folded weights
 
+    def set_clean(self) -> "URDMU":
+        """Train without dropout and without the reparameterisation noise (``z = mu``); returns self."""
+        self.sample = False
+        for module in self.modules():
+            if isinstance(module, (Attention, FeedForward)):
+                module.dropout = 0.0
+        return self
+
     def _embed_weight(self) -> torch.Tensor:
         """Conv1d weight ``[H, D, 3]`` laid out as ``[H, 3D]`` (snippets t-1, t, t+1, each D wide)."""
         w = self.embed.weight
