@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crops", default="1,10", help="crop counts to run (default 1,10)")
     p.add_argument("--paths", default="torch,onnx", help="backends to run: torch, torch-old, onnx (default torch,onnx)")
     p.add_argument("--precisions", default="fp32,bf16", help="PyTorch I3D precisions (default fp32,bf16)")
+    p.add_argument("--prefetch", default="0",
+                   help="EncoderOptions.prefetch values to run, e.g. 0,2 (0: inline decode, pooled resize; default 0)")
     p.add_argument("--interps", default="lanczos", help="resize filters to run (lanczos, bilinear; default lanczos)")
     p.add_argument("--json", default="results/bench_detect.json", help="where to write the figures")
     p.add_argument("--ckpt", help="score with this checkpoint instead of a random-init default-size π-VAD")
@@ -110,14 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         for backend in paths:
             for interp in args.interps.split(","):
                 for precision in (args.precisions.split(",") if backend == "torch" else ["fp32"]):
-                    variants.append((backend, precision, interp))
+                    for ahead in (int(v) for v in args.prefetch.split(",")):
+                        variants.append((backend, precision, interp, ahead))
         flops = None
         for crops in crops_list:
-            for backend, precision, interp in variants:
+            for backend, precision, interp, ahead in variants:
                 resize = Resize(interp=interp)
                 if backend.startswith("torch"):
                     enc = SnippetEncoder(EncoderOptions(crops=crops, weights=weights, precision=precision,
-                                                        resize=resize))  # fmt: skip
+                                                        resize=resize, prefetch=ahead))  # fmt: skip
                     if flops is None:
                         flops = i3d_flops(enc._torch)
                     if backend == "torch-old":
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     i3d_onnx = str(i3d_path_for(onnx_model))
                     enc = SnippetEncoder(EncoderOptions(crops=crops, onnx=i3d_onnx, threads=args.threads,
-                                                        resize=resize))  # fmt: skip
+                                                        resize=resize, prefetch=ahead))  # fmt: skip
                     scorer = OnnxScorer(onnx_model, threads=args.threads)
                 detect_video(video, enc, scorer, max_frames=16)  # warm-up: oneDNN primitives, folded weights
                 start = time.perf_counter()
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 t = det.timings
                 n = det.n_frames
                 row = {
-                    "path": backend, "precision": precision, "interp": interp, "crops": crops, "frames": n,
+                    "path": backend if ahead == 0 else f"{backend} prefetch {ahead}", "precision": precision, "interp": interp, "crops": crops, "frames": n,
                     "snippets": int(len(det.snippet_scores)),
                     "seconds": {k: round(v, 3) for k, v in t.items()} | {"total": round(total, 3)},
                     "fps": {"decode": n / max(t.get("decode", 0.0), 1e-9), "i3d": n / t["i3d"],

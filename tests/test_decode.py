@@ -158,3 +158,16 @@ def test_opencv_fallback_gives_the_same_frames(clip, clip_frames, monkeypatch, t
     junk.write_bytes(b"RIFF" + b"\x00" * 100)
     with pytest.raises(VideoError, match="junk.avi: cannot open as a video"):
         list(iter_frames(junk))
+
+
+def test_resizes_on_a_thread_pool_give_the_same_snippets_in_order(clip):
+    """``workers > 1`` resizes frames on threads: the same frames, in order, padding included."""
+    from pivad.video.crops import Resize
+    from pivad.video.decode import map_frames
+
+    serial = list(iter_snippets(clip, 16, batch=2, transform=Resize()))
+    pooled = list(iter_snippets(clip, 16, batch=2, transform=Resize(), workers=3))
+    assert [i for i, _ in pooled] == [i for i, _ in serial] == [0, 2]
+    for (_, a), (_, b) in zip(serial, pooled):
+        assert a.shape == b.shape and np.array_equal(a, b)
+    assert list(map_frames(iter(range(29)), lambda x: x * 2, workers=3)) == [2 * x for x in range(29)]

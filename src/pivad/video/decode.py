@@ -12,6 +12,7 @@ decoded frame, so a video of ``n`` frames gives ``ceil(n/16)`` snippets (the fie
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -193,18 +194,39 @@ def _iter_frames_cv2(path: Path) -> Iterator[np.ndarray]:
         cap.release()
 
 
+def map_frames(frames: Iterator[np.ndarray], fn: Callable[[np.ndarray], np.ndarray],
+               workers: int = 1) -> Iterator[np.ndarray]:
+    """``fn(frame)`` of every frame, in order; with ``workers > 1`` on a thread pool, a few frames at a time
+    (PIL and OpenCV release the GIL while they resize, so the frames' resizes share the cores)."""
+    if workers <= 1:
+        for frame in frames:
+            yield fn(frame)
+        return
+    chunk: list[np.ndarray] = []
+    with ThreadPoolExecutor(workers) as pool:
+        for frame in frames:
+            chunk.append(frame)
+            if len(chunk) == 4 * workers:
+                yield from pool.map(fn, chunk)
+                chunk = []
+        if chunk:
+            yield from pool.map(fn, chunk)
+
+
 def iter_snippets(
     path: str | Path,
     snippet: int = SNIPPET,
     batch: int | None = None,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    workers: int = 1,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Non-overlapping snippets of ``snippet`` frames, streamed.
 
     Yields ``(index, frames [snippet,H,W,3])``; with ``batch=k``, ``(first_index, frames [n,snippet,H,W,3])``
     with ``n <= k`` (the last batch may be short). The last snippet is padded by repeating the last frame.
     ``transform`` (e.g. a resize) is applied to each frame as it is decoded, so buffers hold
-    transformed frames only. Memory: one snippet (or one batch) of frames.
+    transformed frames only; ``workers > 1`` runs it on that many threads (:func:`map_frames`).
+    Memory: one snippet (or one batch) of frames.
     """
     if snippet < 1:
         raise ValueError("snippet must be >= 1")
@@ -215,9 +237,10 @@ def iter_snippets(
     filled = 0  # frames in buffer
     first = 0  # index of the first snippet in the buffer
     last: np.ndarray | None = None
-    for frame in iter_frames(path):
-        if transform is not None:
-            frame = transform(frame)
+    frames = iter_frames(path)
+    if transform is not None:
+        frames = map_frames(frames, transform, workers)
+    for frame in frames:
         if buffer is None or filled == 0 and buffer.shape[1:] != frame.shape:
             buffer = np.empty((group * snippet, *frame.shape), dtype=frame.dtype)
         elif buffer.shape[1:] != frame.shape:
