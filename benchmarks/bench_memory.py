@@ -48,19 +48,25 @@ TRAIN_CASES = {"fp32": ("fp32", False), "fp32_ckpt": ("fp32", True), "bf16_ckpt"
                "bf16": ("bf16", False)}
 
 
-def parse_case(case: str) -> tuple[str, bool, int]:
-    """``(precision, activation_checkpointing, micro_batch)`` of a train case name such as ``fp32_ckpt_mb16``."""
+def _split_case(case: str) -> tuple[str, int]:
+    """``("fp32_ckpt", 16)`` of ``fp32_ckpt_mb16``: the base case and ``train.micro_batch`` (0 without _mbN)."""
     base, _, micro = case.partition("_mb")
     if base not in TRAIN_CASES or (micro and not micro.isdigit()):
         raise SystemExit(f"bench_memory: unknown case {case!r} (train cases: {', '.join(TRAIN_CASES)}, optional _mbN)")
-    return (*TRAIN_CASES[base], int(micro or 0))
+    return base, int(micro or 0)
+
+
+def parse_case(case: str) -> tuple[str, bool, int]:
+    """``(precision, activation_checkpointing, micro_batch)`` of a train case name such as ``fp32_ckpt_mb16``."""
+    base, micro = _split_case(case)
+    return (*TRAIN_CASES[base], micro)
 
 
 def case_order(case: str) -> tuple[int, int]:
     if case == "eval":
         return len(TRAIN_CASES), 0
-    base, _, micro = case.partition("_mb")
-    return list(TRAIN_CASES).index(base), int(micro or 0)
+    base, micro = _split_case(case)
+    return list(TRAIN_CASES).index(base), micro
 
 
 def status_gib(key: str) -> float:

@@ -26,8 +26,8 @@ _HEADER_LOCK = threading.Lock()
 def _read_header(fp, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
     """(shape, fortran_order, dtype) from an open ``.npy`` file positioned at its start.
 
-    One thread at a time: numpy parses the header with ``ast.literal_eval``, which raised ``SystemError``
-    on sound files when the mapped loader read headers from several threads (CI, Python 3.11)."""
+    One thread at a time: in CI the mapped loader's threads once got a ``SystemError`` from numpy's header
+    parser (``ast.literal_eval``) on a sound file; not reproduced since, the lock costs nothing."""
     try:
         with _HEADER_LOCK:
             version = np.lib.format.read_magic(fp)

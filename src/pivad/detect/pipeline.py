@@ -76,7 +76,7 @@ class EncoderOptions:
     crop_size: int = CROP  # 224 for real features; smaller only for tests/debugging
     threads: int = 0  # onnxruntime intra-op threads (0: its default)
     precision: str = "fp32"  # PyTorch I3D in fp32 (the field's) or bf16 (faster; features at cosine >= 0.999)
-    prefetch: int = 0  # snippet groups decoded ahead in a background thread (0: decode inline, the frames' resizes on torch's threads: faster on a busy CPU)
+    prefetch: int = 0  # snippet groups decoded ahead in a background thread (0: decode inline, the frames' resizes on torch's threads: faster on 2 cores, docs/detect.md)
 
     def describe(self) -> dict[str, Any]:
         resize = f"{self.resize.size[0]}x{self.resize.size[1]}" if self.resize.size else f"short:{self.resize.short}"

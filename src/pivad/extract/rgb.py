@@ -35,7 +35,7 @@ class RGBOptions:
     resize: Resize = Resize()  # the field's 340x256 Lanczos
     crop_size: int = CROP  # 224 for real features; smaller only for tests/debugging (features then differ)
     snippet: int = SNIPPET
-    prefetch: int = 0  # snippet groups decoded ahead in a background thread (0: decode inline, the frames' resizes on torch's threads: faster on a busy CPU)
+    prefetch: int = 0  # snippet groups decoded ahead in a background thread (0: decode inline, the frames' resizes on torch's threads: faster on 2 cores, docs/detect.md)
     precision: str = "fp32"  # I3D weights and activations: fp32 (the field's) or bf16 (faster; cosine >= 0.999)
 
 
