@@ -222,8 +222,8 @@ def markdown(results: list[dict], meta: dict) -> str:
              "| case | peak RSS (GB) | RSS before step (GB) | step s (first / last) | last vs fp32 (same micro-batch) | "
              "GFLOP/s | fraction of fp32 peak (peak GFLOP/s) | bf16 peak fraction | load avg before / after |",
              "|---|---|---|---|---|---|---|---|---|"]
-    bases = {r.get("micro_batch", 0): r for r in results
-             if r["case"].partition("_mb")[0] == "fp32" and "error" not in r}  # fp32 without checkpointing
+    bases = {r.get("micro_batch", 0): r for r in results  # fp32 without checkpointing, per micro-batch size
+             if r["case"] != "eval" and _split_case(r["case"])[0] == "fp32" and "error" not in r}
     for r in results:
         if "error" in r:
             lines.append(f"| {r['case']} | failed: {r['error'][:120]} | | | | | | | {r['load_before']} / "

@@ -177,7 +177,7 @@ def backward_step(model: torch.nn.Module, phase: str, rgb: torch.Tensor, labels:
         loss, parts = loss_fn(x, y, m)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{phase}: loss is {loss.item()} (lower train.lr?)")
-        (loss * weight if weight != 1.0 else loss).backward()
+        (loss * weight).backward()  # weight 1.0 (one pass) leaves the gradients exact
         total += loss.detach() * weight
         for k, v in parts.items():
             v = v.detach() if torch.is_tensor(v) else v
