@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precisions", default="fp32,bf16", help="PyTorch I3D precisions (default fp32,bf16)")
     p.add_argument("--prefetch", default="0",
                    help="EncoderOptions.prefetch values to run, e.g. 0,2 (0: inline decode, pooled resize; default 0)")
+    p.add_argument("--batch", type=int, default=None, help="clips per I3D pass (default: the encoder's, 2 on CPU)")
     p.add_argument("--interps", default="lanczos", help="resize filters to run (lanczos, bilinear; default lanczos)")
     p.add_argument("--json", default="results/bench_detect.json", help="where to write the figures")
     p.add_argument("--ckpt", help="score with this checkpoint instead of a random-init default-size π-VAD")
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 resize = Resize(interp=interp)
                 if backend.startswith("torch"):
                     enc = SnippetEncoder(EncoderOptions(crops=crops, weights=weights, precision=precision,
-                                                        resize=resize, prefetch=ahead))  # fmt: skip
+                                                        resize=resize, prefetch=ahead, batch=args.batch))  # fmt: skip
                     if flops is None:
                         flops = i3d_flops(enc._torch)
                     if backend == "torch-old":
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     i3d_onnx = str(i3d_path_for(onnx_model))
                     enc = SnippetEncoder(EncoderOptions(crops=crops, onnx=i3d_onnx, threads=args.threads,
-                                                        resize=resize, prefetch=ahead))  # fmt: skip
+                                                        resize=resize, prefetch=ahead, batch=args.batch))  # fmt: skip
                     scorer = OnnxScorer(onnx_model, threads=args.threads)
                 detect_video(video, enc, scorer, max_frames=16)  # warm-up: oneDNN primitives, folded weights
                 start = time.perf_counter()
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 n = det.n_frames
                 row = {
                     "path": backend if ahead == 0 else f"{backend} prefetch {ahead}", "precision": precision, "interp": interp, "crops": crops, "frames": n,
+                    "batch": enc.options.batch,
                     "snippets": int(len(det.snippet_scores)),
                     "seconds": {k: round(v, 3) for k, v in t.items()} | {"total": round(total, 3)},
                     "fps": {"decode": n / max(t.get("decode", 0.0), 1e-9), "i3d": n / t["i3d"],

@@ -164,6 +164,7 @@ def test_check_reports_closeness(tmp_path, capsys):
         (["extract", "rgb", "--list", "/nonexistent/list.txt", "--out", "o"], "/nonexistent/list.txt: cannot read"),
         (["extract", "rgb", "--check", "ref.npy"], "exactly one extracted .npy"),
         (["extract", "rgb", "a.mp4", "--out", "o", "--precision", "fp16"], "--precision fp16: must be one of fp32, bf16"),
+        (["extract", "rgb", "a.mp4", "--out", "o", "--batch", "0"], "--batch 0: must be >= 1"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(argv, message, tmp_path, monkeypatch, capsys):
@@ -171,6 +172,16 @@ def test_bad_input_is_one_line_exit_2(argv, message, tmp_path, monkeypatch, caps
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("pivad: error: ") and message in err and "\n" not in err
+
+
+def test_batch_defaults_to_the_device_s_fastest():
+    """No --batch: 2 clips a pass on CPU (fastest there, docs/video.md), 20 on a GPU; a given one is kept."""
+    from pivad.detect.pipeline import EncoderOptions, SnippetEncoder
+
+    assert RGBExtractor(RGBOptions(weights="random:0")).options.batch == 2
+    assert RGBExtractor(RGBOptions(weights="random:0", device="cuda:1")).options.batch == 20
+    assert RGBExtractor(RGBOptions(weights="random:0", batch=7)).options.batch == 7
+    assert SnippetEncoder(EncoderOptions(crops=1, weights="random:0")).options.batch == 2
 
 
 def test_modalities_dispatches_lazily(monkeypatch, capsys):

