@@ -62,6 +62,11 @@ def test_resize_and_scaling():
     x = to_model_input(np.array([0, 255, 51], np.uint8).reshape(1, 1, 1, 3, 1).repeat(3, axis=-1))
     assert x.shape == (1, 3, 1, 1, 3)
     assert x[0, 0, 0, 0].tolist() == pytest.approx([-1.0, 1.0, -0.6])
+    clips = np.random.default_rng(0).integers(0, 256, (2, 4, 5, 6, 7, 3), dtype=np.uint8)
+    for dtype in (None, torch.bfloat16):
+        plain, last = to_model_input(clips, dtype=dtype), to_model_input(clips, dtype=dtype, channels_last=True)
+        assert plain.is_contiguous() and last.is_contiguous(memory_format=torch.channels_last_3d)
+        assert torch.equal(plain, last) and plain.shape == (8, 3, 5, 6, 7)
 
 
 def test_preprocessing_reproduces_the_golden_clips(shared_dir):

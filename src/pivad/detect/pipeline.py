@@ -136,7 +136,7 @@ class SnippetEncoder:
         opt = self.options
         clips = take_crops(snippets, opt.crops, opt.crop_size)  # (N, C, 16, s, s, 3) uint8
         dtype = None if self._torch is None else next(self._torch.parameters()).dtype
-        x = to_model_input(clips, dtype=dtype)  # (N*C, 3, 16, s, s) in [-1, 1], the model's dtype
+        x = to_model_input(clips, dtype=dtype, channels_last=self._torch is not None)  # (N*C, 3, 16, s, s) in [-1, 1]
         outs = []
         for chunk in x.split(opt.batch):
             if self._onnx is not None:

@@ -230,14 +230,15 @@ class RGBExtractor:
         feats: list[np.ndarray] = []
         done = 0
         dtype = next(self.model.parameters()).dtype
+        on_cpu = not str(opt.device).startswith("cuda")  # oneDNN's layout; a GPU keeps its own choice
         for _, snippets in snippet_groups:
             clips = take_crops(snippets, opt.crops, opt.crop_size)  # (n, C, 16, s, s, 3) uint8
             clips = clips.reshape(-1, *clips.shape[2:])  # (n*C, 16, s, s, 3)
             with torch.inference_mode():
-                out = [
-                    self.model(to_model_input(clips[i : i + opt.batch], opt.device, dtype)).float().cpu()  # (b, 1024)
-                    for i in range(0, len(clips), opt.batch)
-                ]
+                out = []
+                for i in range(0, len(clips), opt.batch):
+                    x = to_model_input(clips[i : i + opt.batch], opt.device, dtype, channels_last=on_cpu)  # (b, 3, 16, s, s)
+                    out.append(self.model(x).float().cpu())  # (b, 1024)
             feats.append(torch.cat(out).numpy().reshape(len(snippets), opt.crops, -1))  # (n, C, 1024)
             done += len(snippets)
             if report is not None:

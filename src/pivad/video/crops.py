@@ -112,17 +112,19 @@ def take_crops(snippets: np.ndarray, n_crops: int, size: int = CROP) -> np.ndarr
     return np.ascontiguousarray(np.stack(out, axis=1))  # (N, K, T, size, size, 3)
 
 
-def to_model_input(clips: np.ndarray, device=None, dtype=None):
+def to_model_input(clips: np.ndarray, device=None, dtype=None, channels_last: bool = False):
     """``uint8 [..., T, H, W, 3] -> float32 torch [prod(...), 3, T, H, W]`` in [-1, 1] (``x/127.5 - 1``).
 
     With ``device``, the uint8 values are moved first (4x less to copy) and scaled there. ``dtype``
-    (e.g. ``torch.bfloat16``): the scaled values cast to it (scaling itself is done in float32)."""
+    (e.g. ``torch.bfloat16``): the scaled values cast to it (scaling itself is done in float32).
+    ``channels_last``: the result is ``channels_last_3d``, the frames' own layout (no transposing copy;
+    what I3D's oneDNN path wants), else contiguous."""
     import torch
 
     flat = clips.reshape(-1, *clips.shape[-4:])  # (M, T, H, W, 3)
     x = torch.from_numpy(np.ascontiguousarray(flat))
     if device is not None:
         x = x.to(device)
-    x = x.permute(0, 4, 1, 2, 3)  # (M, 3, T, H, W) uint8
-    x = x.float().div_(127.5).sub_(1.0)
-    return (x if dtype is None else x.to(dtype)).contiguous()
+    x = x.float().div_(127.5).sub_(1.0)  # (M, T, H, W, 3) float32
+    x = (x if dtype is None else x.to(dtype)).permute(0, 4, 1, 2, 3)  # (M, 3, T, H, W), channels_last_3d strides
+    return x.contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
