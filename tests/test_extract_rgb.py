@@ -187,6 +187,7 @@ def test_batch_defaults_to_the_device_s_fastest():
     assert RGBExtractor(RGBOptions(weights="random:0", device="cuda:1")).options.batch == 20
     assert RGBExtractor(RGBOptions(weights="random:0", batch=7)).options.batch == 7
     assert SnippetEncoder(EncoderOptions(crops=1, weights="random:0")).options.batch == 2
+    assert EncoderOptions().batch == 2 and EncoderOptions(batch=5).batch == 5
 
 
 def test_modalities_dispatches_lazily(monkeypatch, capsys):

