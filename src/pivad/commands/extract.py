@@ -124,6 +124,9 @@ def _run_rgb(args: argparse.Namespace) -> int:
 
         # TF32 convolutions (PyTorch's cuDNN default) would drift from the float32 reference features.
         torch.backends.cudnn.allow_tf32 = False
+    from pivad.engine.malloc import keep_freed_memory
+
+    keep_freed_memory()  # I3D's per-clip activations reuse freed memory (this process; Ray workers keep theirs)
     out_dir = Path(args.out)
     jobs = rgb.video_jobs(videos, out_dir, args.crops)
     worker = rgb.RGBExtractor(options)
