@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from pivad.errors import CheckpointError, PivadError
-from pivad.video.crops import CROP, Resize, take_crops, to_model_input
+from pivad.video.crops import CROP, Resize, frame_transform, take_crops, to_model_input
 from pivad.video.decode import SNIPPET, VideoInfo, frames_short, iter_snippets, probe
 
 FEATURE_DIM = 1024
@@ -282,11 +282,10 @@ def encode_video(
     """I3D features ``[C,T,1024]`` of a video and the number of frames decoded (all, or ``max_frames``)."""
     import threading
 
-    import torch
-
     timer = timer or StageTimer()
     counted = [0]
-    resize = encoder.options.resize
+    opt = encoder.options
+    resize, workers = frame_transform(opt.resize, opt.crops, opt.crop_size, opt.prefetch)
     lock = threading.Lock()
 
     def transform(frame: np.ndarray) -> np.ndarray:
@@ -294,11 +293,9 @@ def encode_video(
             counted[0] += 1
         return resize(frame)
 
-    group = max(1, encoder.options.batch // encoder.options.crops)  # snippets decoded per I3D step
+    group = max(1, opt.batch // opt.crops)  # snippets decoded per I3D step
     if max_frames is not None:
         group = min(group, -(-max_frames // SNIPPET))  # decode no further than needed
-    # inline, each group's resizes run on torch's threads between I3D calls; in a prefetch thread, on one
-    workers = 1 if encoder.options.prefetch > 0 else torch.get_num_threads()
     snippets = iter_snippets(path, SNIPPET, batch=group, transform=transform, workers=workers)
     if max_frames is not None:
         snippets = _limit_frames(snippets, max_frames, counted)

@@ -42,6 +42,7 @@ import numpy as np
 
 from pivad.detect.pipeline import SnippetEncoder, StageTimer
 from pivad.errors import PivadError, VideoError
+from pivad.video.crops import frame_transform
 from pivad.video.decode import SNIPPET, decode_rgb, error_reason
 
 
@@ -252,6 +253,8 @@ class StreamScorer:
         self.timer = self.window.timer  # decode, i3d and model seconds
         self.fps = self.window.fps
         self._frames: np.ndarray | None = None  # (16, h, w, 3) resized frames of the open snippet
+        opt = encoder.options
+        self._transform = frame_transform(opt.resize, opt.crops, opt.crop_size)[0]  # as offline
         self._filled = 0
         self.n_frames = 0
 
@@ -262,7 +265,7 @@ class StreamScorer:
     def push(self, frame: np.ndarray) -> list[StreamScore]:
         """Add one RGB frame; returns the scores that became available (zero or one)."""
         with self.timer.stage("decode"):
-            frame = self.encoder.options.resize(frame)
+            frame = self._transform(frame)
         if self._frames is None:
             self._frames = np.empty((SNIPPET, *frame.shape), dtype=np.uint8)
         elif frame.shape != self._frames.shape[1:]:

@@ -19,7 +19,7 @@ import numpy as np
 from pivad.errors import CheckpointError, DataError, PivadError, VideoError
 from pivad.extract.runner import Report, VideoJob
 from pivad.io import atomic_save_npy, atomic_write_text
-from pivad.video.crops import CROP, Resize, take_crops, to_model_input
+from pivad.video.crops import CROP, Resize, frame_transform, take_crops, to_model_input
 from pivad.video.decode import SNIPPET, frames_short, iter_snippets, probe
 
 T = TypeVar("T")
@@ -218,12 +218,13 @@ class RGBExtractor:
         decoded = [0]
         lock = threading.Lock()
 
+        resize, workers = frame_transform(opt.resize, opt.crops, opt.crop_size, opt.prefetch)
+
         def transform(frame: np.ndarray) -> np.ndarray:
             with lock:
                 decoded[0] += 1
-            return opt.resize(frame) if opt.resize is not None else frame
+            return resize(frame)
 
-        workers = 1 if opt.prefetch > 0 else torch.get_num_threads()
         snippet_groups = iter_snippets(path, opt.snippet, batch=group, transform=transform, workers=workers)
         if opt.prefetch > 0:
             snippet_groups = prefetch(snippet_groups, opt.prefetch)

@@ -16,6 +16,8 @@ Axis legend: N snippets, K crops, T frames, H height, W width.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
 CROP = 224
@@ -71,6 +73,39 @@ class Resize:
         from PIL import Image
 
         return np.asarray(Image.fromarray(frame).resize((w, h), Image.LANCZOS))
+
+
+    def centre_crop(self, size: int = CROP) -> Callable[[np.ndarray], np.ndarray]:
+        """``uint8 [H,W,3] -> uint8 [size,size,3]``: the centre crop of the resized frame, the pixels that
+        ``self(frame)`` then :func:`take_crops` with one crop give. With Lanczos only the crop is computed,
+        bit for bit as PIL would (:mod:`pivad.video.lanczos`)."""
+
+        def transform(frame: np.ndarray) -> np.ndarray:
+            height, width = frame.shape[:2]
+            w, h = self.target(width, height)
+            if w < size or h < size:
+                raise ValueError(f"a {size}x{size} crop does not fit in the {w}x{h} resized frame")
+            y, x = (h - size) // 2, (w - size) // 2  # crop_boxes' centre
+            if self.interp == "lanczos" and (w, h) != (width, height):
+                from pivad.video.lanczos import lanczos_box
+
+                return lanczos_box((width, height), (w, h), (x, y, x + size, y + size))(frame)
+            return np.ascontiguousarray(self(frame)[y : y + size, x : x + size])
+
+        return transform
+
+
+def frame_transform(resize: Resize | None, crops: int, crop_size: int = CROP,
+                    prefetch: int = 0) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
+    """What each decoded frame becomes before I3D, and on how many threads. One crop: only the centre crop
+    is resized (:meth:`Resize.centre_crop`), else the whole frame; on a pool of torch's threads between
+    I3D calls (inline decoding, the default) or in the decode thread with ``prefetch > 0``."""
+    import torch
+
+    pool = 1 if prefetch > 0 else torch.get_num_threads()
+    if resize is None:
+        return (lambda frame: frame), 1
+    return (resize.centre_crop(crop_size) if crops == 1 else resize), pool
 
 
 def check_crop(resize: Resize, crop_size: int) -> None:
