@@ -112,10 +112,6 @@ def lanczos_cases(frames: list[np.ndarray]) -> dict:
     return out
 
 
-def _chunked(items, fn, workers: int):
-    return decode.map_frames(items, fn, workers)
-
-
 def _pipelined(items, fn, workers: int, depth: int = 8):
     pending: deque = deque()
     with ThreadPoolExecutor(workers) as pool:
@@ -143,7 +139,7 @@ def decode_cases(video: Path, n: int, rounds: int = 4) -> dict:
     resize = Resize()
     rgb = lambda frame: frame.to_ndarray(format="rgb24")  # noqa: E731
     variants = {
-        "decode_chunked": lambda: _chunked(map(rgb, _raw_frames(video, n)), resize, 2),
+        "decode_chunked": lambda: decode.map_frames(map(rgb, _raw_frames(video, n)), resize, 2),
         "decode_pipelined": lambda: _pipelined(map(rgb, _raw_frames(video, n)), resize, 2),
         "decode_pipelined_convert_on_pool": lambda: _pipelined(_raw_frames(video, n), lambda f: resize(rgb(f)), 2),
     }

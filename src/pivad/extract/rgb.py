@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, TypeVar
 
@@ -37,6 +37,10 @@ class RGBOptions:
     snippet: int = SNIPPET
     prefetch: int = 0  # snippet groups decoded ahead in a background thread (0: decode inline, the frames' resizes on torch's threads: faster on 2 cores, docs/detect.md)
     precision: str = "fp32"  # I3D weights and activations: fp32 (the field's) or bf16 (faster; cosine >= 0.999)
+
+    def __post_init__(self) -> None:
+        if self.batch is None:
+            object.__setattr__(self, "batch", default_batch(self.device))
 
 
 def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
@@ -188,8 +192,6 @@ class RGBExtractor:
             raise PivadError(f"--crops {options.crops}: must be 10, 5 or 1")
         check_batch(options.batch)
         check_precision(options.precision)
-        if options.batch is None:
-            options = replace(options, batch=default_batch(options.device))
         self.options = options
         self._model = None
 
