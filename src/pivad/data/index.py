@@ -25,6 +25,7 @@ Every problem is a :class:`~pivad.errors.DataError` naming the file (and line).
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from dataclasses import dataclass, field
@@ -383,9 +384,11 @@ def write_index(index: DatasetIndex, out: str | Path, *, crops: int, name: str, 
     for split in SPLITS:
         lines = [line for v in index.split(split) for line in crop_entries(v, crops)]
         atomic_write_text(paths[f"{split}_list"], "".join(line + "\n" for line in lines))
-    rows = ["video,path,label,class,split,fps,frames,snippets"]
-    rows += [f"{v.name},{v.path},{v.label},{v.cls},{v.split},{v.fps:.6g},{v.n_frames},{v.snippets}" for v in index.videos]
-    atomic_write_text(paths["videos"], "\n".join(rows) + "\n")
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["video", "path", "label", "class", "split", "fps", "frames", "snippets"])
+    writer.writerows([v.name, v.path, v.label, v.cls, v.split, repr(v.fps), v.n_frames, v.snippets] for v in index.videos)
+    atomic_write_text(paths["videos"], table.getvalue())
     if index.annotated:
         paths["annotation"] = out / "annotations.txt"
         paths["gt"] = out / "gt.npy"
@@ -417,3 +420,14 @@ def training_sections(index: DatasetIndex, crops: int, seed: int = 2022) -> dict
     sections["train"] = {**sections.get("train", {}), "seed": seed, "threads": 0}
     sections["eval"] = {**sections.get("eval", {}), "batch_crops": crops}
     return sections
+
+
+def read_videos_csv(path: str | Path) -> list[IndexedVideo]:
+    """The videos of an index's ``videos.csv`` (written by :func:`write_index`)."""
+    path = Path(path)
+    rows = _read_csv(path, ("video", "path", "label", "class", "split", "fps", "frames", "snippets"), ())
+    try:
+        return [IndexedVideo(r["video"], Path(r["path"]), int(r["label"]), r["class"], r["split"], float(r["fps"]),
+                             int(r["frames"])) for _, r in rows]
+    except ValueError as exc:
+        raise DataError(f"{path}: malformed index ({exc}); run pivad data index again") from None
