@@ -89,6 +89,30 @@ def test_fit_refuses_a_used_folder_and_changed_arguments(fitted, videos, capsys)
     assert str(fitted / "fit.json") in line and "overrides" in line
 
 
+def test_fit_config_mistakes_fail_before_any_work(videos, tmp_path, capsys) -> None:
+    assert main([*_fit_args(videos, tmp_path / "a"), "--train.stepz", "5"]) == 2
+    assert "train.stepz" in error_line(capsys)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  steps: many\n")
+    assert main([*_fit_args(videos, tmp_path / "a"), "-c", str(bad)]) == 2
+    line = error_line(capsys)
+    assert str(bad) in line and "train.steps" in line
+    assert not (tmp_path / "a").exists()
+
+
+def test_fit_config_file_lays_over_the_derived_config(videos, tmp_path) -> None:
+    from pivad.config import load_config
+
+    sections = tmp_path / "mine.yaml"
+    sections.write_text("model:\n  hidden_dim: 32\n  head_dim: 16\n")
+    args = [*_fit_args(videos, tmp_path / "run"), "-c", str(sections), "--modalities", "none",
+            "--train.teacher_steps", "5", "--train.eval_every", "5"]
+    assert main(args) == 0
+    cfg = load_config(tmp_path / "run" / "config.yaml")
+    assert (cfg.model.hidden_dim, cfg.model.head_dim, cfg.train.model, cfg.train.teacher_steps) == (32, 16, "urdmu", 5)
+    assert (tmp_path / "run" / "train" / "best.pt").is_file()
+
+
 def test_fit_bad_modality_and_missing_neural_weights(videos, tmp_path, capsys) -> None:
     assert main([*_fit_args(videos, tmp_path / "a"), "--modalities", "smell"]) == 2
     assert "--modalities: unknown smell" in error_line(capsys)
@@ -96,6 +120,7 @@ def test_fit_bad_modality_and_missing_neural_weights(videos, tmp_path, capsys) -
     args = [*_fit_args(videos, tmp_path / "b"), "--modalities", "depth", "--model", f"depth={missing}"]
     assert main(args) == 2
     assert str(missing) in error_line(capsys)
+    assert not (tmp_path / "b" / "fit.json").exists()  # nothing started: the same command can be run again
 
 
 # ------------------------------------------------------------------------------------ kill + resume
@@ -150,5 +175,7 @@ def test_killed_during_extraction_and_training_then_resumed_equals_uninterrupted
         a, b = _state(fitted / "train" / name), _state(out / "train" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     assert _numbers(out / "train" / "metrics.json") == _numbers(fitted / "train" / "metrics.json")
+    page = (out / "train" / "report.html").read_text().replace(str(out), "RUN")
+    assert page == (fitted / "train" / "report.html").read_text().replace(str(fitted), "RUN")
     for rel in ("data/rgb/Fighting/f1__0.npy", "data/modalities/flow/n2.npy", "data/gt.npy"):
         assert (out / rel).read_bytes() == (fitted / rel).read_bytes(), rel

@@ -1,8 +1,8 @@
 """``pivad fit VIDEOS --out RUN [--annotations CSV] [--modalities flow,...] [--crops N] [--resume]``.
 
 A folder (or CSV) of videos to a trained π-VAD, its evaluation and report, in resumable stages
-(:mod:`pivad.engine.fit`; docs/own_videos.md). ``--section.key value`` overrides the training config
-derived from ``configs/demo.yaml`` (small, minutes on a CPU), e.g. ``--train.steps 300``.
+(:mod:`pivad.engine.fit`; docs/own_videos.md). ``-c FILE`` and ``--section.key value`` override the
+training config derived from ``configs/demo.yaml`` (small, minutes on a CPU), e.g. ``--train.steps 300``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pivad.cli import add_config_arguments
     from pivad.commands.data import add_index_arguments
 
     add_index_arguments(parser)
@@ -30,13 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resize", default="340x256", help=argparse.SUPPRESS)
     parser.add_argument("--crop-size", type=int, default=224, help=argparse.SUPPRESS)
     parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # test hook (training step)
-    add_config_arguments(parser)
+    parser.add_argument("-c", "--config", help="YAML sections laid over the derived config (then --section.key overrides)")
 
 
 def run(args: argparse.Namespace) -> int:
     from pivad.engine.fit import FitRun
-    from pivad.errors import ConfigError
 
-    if args.config:
-        raise ConfigError("pivad fit derives its config from the videos: drop -c and give --section.key overrides")
     return FitRun(args).run()

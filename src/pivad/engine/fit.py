@@ -11,7 +11,8 @@ Stages, in order, each recorded in ``RUN/fit.json`` (atomically) when it complet
 ``--resume`` skips completed stages; extraction skips the videos whose files exist (each written
 atomically) and training continues from ``RUN/train/last.pt`` (exact resume, pivad.engine.trainer),
 so a killed run ends with the same model and report as an uninterrupted one. The training config
-(``RUN/config.yaml``) is the index's ``pivad.yaml`` plus the modality store plus the overrides; it is
+(``RUN/config.yaml``) is the index's ``pivad.yaml`` plus the modality store plus ``-c FILE`` plus the
+overrides; it is
 written once, before training, and a resumed run must be given the same arguments.
 """
 
@@ -30,7 +31,7 @@ RECORD = "fit.json"
 STAGES = ("index", "rgb", "modalities", "train", "evaluate")
 # fit's arguments that determine the outcome: a resumed run must be given the same ones
 OUTCOME_ARGS = ("videos", "annotations", "unit", "test_fraction", "seed", "crops", "modalities", "models",
-                "weights", "resize", "crop_size", "flow_size", "overrides")
+                "weights", "resize", "crop_size", "flow_size", "config", "overrides")
 
 
 def _say(stage: str, message: str) -> None:
@@ -41,7 +42,7 @@ class FitRun:
     """One ``pivad fit`` run folder and its stage record."""
 
     def __init__(self, args: argparse.Namespace):
-        from pivad.config import overrides_to_dict
+        from pivad.config import from_dict, load_config, merge_dict, overrides_to_dict, read_yaml
 
         self.args = args
         self.out = Path(args.out)
@@ -49,14 +50,18 @@ class FitRun:
         self.train_dir = self.out / "train"
         self.modalities = parse_modalities(args.modalities)
         self.models = parse_models(args.model or [], self.modalities)
-        self.overrides = overrides_to_dict(args.overrides or [])  # ConfigError for a malformed one, before any work
+        self.user_config = str(Path(args.config).resolve()) if args.config else None
+        self.overrides = merge_dict(read_yaml(args.config) if args.config else {}, overrides_to_dict(args.overrides or []))
+        if args.config:
+            load_config(args.config)  # its errors name the file
+        from_dict(self.overrides)  # an unknown key or a wrong type fails now, not after the extraction
         self.settings = {
             "videos": str(Path(args.videos).resolve()),
             "annotations": str(Path(args.annotations).resolve()) if args.annotations else None,
             "unit": args.unit, "test_fraction": args.test_fraction, "seed": args.seed, "crops": args.crops,
             "modalities": self.modalities, "models": self.models, "weights": args.weights,
             "resize": args.resize, "crop_size": args.crop_size, "flow_size": args.flow_size,
-            "overrides": list(args.overrides or []),
+            "config": self.user_config, "overrides": list(args.overrides or []),
         }
         self.record: dict[str, Any] = {"settings": self.settings, "stages": {}}
 
@@ -203,7 +208,7 @@ class FitRun:
         return self._worker
 
     def config(self):
-        """The training config: the index's pivad.yaml, the modality store, the overrides."""
+        """The training config: the index's pivad.yaml, the modality store, ``-c FILE``, the overrides."""
         from pivad.config import load_config, merge_dict
 
         dims = self.record["stages"]["modalities"]["dims"]
