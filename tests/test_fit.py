@@ -100,16 +100,20 @@ def test_fit_config_mistakes_fail_before_any_work(videos, tmp_path, capsys) -> N
     assert not (tmp_path / "a").exists()
 
 
-def test_fit_config_file_lays_over_the_derived_config(videos, tmp_path) -> None:
+def test_fit_config_file_lays_over_the_derived_config_and_an_interrupt_resumes(videos, tmp_path, capsys) -> None:
     from pivad.config import load_config
 
     sections = tmp_path / "mine.yaml"
     sections.write_text("model:\n  hidden_dim: 32\n  head_dim: 16\n")
     args = [*_fit_args(videos, tmp_path / "run"), "-c", str(sections), "--modalities", "none",
-            "--train.teacher_steps", "5", "--train.eval_every", "5"]
-    assert main(args) == 0
+            "--train.teacher_steps", "8", "--train.eval_every", "4"]
+    assert main([*args, "--stop-after", "3"]) == 130  # what SIGINT/SIGTERM do: checkpoint, say how to go on
+    assert "--resume" in capsys.readouterr().err
+    assert "train" not in json.loads((tmp_path / "run" / "fit.json").read_text())["stages"]
+    assert main([*args, "--stop-after", "3"]) == 2  # the folder holds a run now
+    assert main([*args, "--resume"]) == 0
     cfg = load_config(tmp_path / "run" / "config.yaml")
-    assert (cfg.model.hidden_dim, cfg.model.head_dim, cfg.train.model, cfg.train.teacher_steps) == (32, 16, "urdmu", 5)
+    assert (cfg.model.hidden_dim, cfg.model.head_dim, cfg.train.model, cfg.train.teacher_steps) == (32, 16, "urdmu", 8)
     assert (tmp_path / "run" / "train" / "best.pt").is_file()
 
 

@@ -82,9 +82,10 @@ class FitRun:
                 raise PivadError(f"{path}: nothing to resume (no pivad fit run in {self.out})") from None
             except (OSError, ValueError) as exc:
                 raise PivadError(f"{path}: unreadable fit record ({exc})") from None
+            started = old.get("settings", {}) if isinstance(old, dict) else {}
             for key in OUTCOME_ARGS:
-                if old.get("settings", {}).get(key) != self.settings[key]:
-                    raise ConfigError(f"{path}: the run was started with {key} = {old['settings'].get(key)!r}, "
+                if started.get(key) != self.settings[key]:
+                    raise ConfigError(f"{path}: the run was started with {key} = {started.get(key)!r}, "
                                       f"not {self.settings[key]!r}; resume with the same arguments")
             self.record = old
         elif path.exists() or (self.out.is_dir() and any(self.out.iterdir())):
