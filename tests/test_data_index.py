@@ -164,3 +164,16 @@ def test_csv_problems(tmp_path, capsys) -> None:
     assert f"{src}:2" in _index(capsys, str(src), "--out", str(tmp_path / "d"))
     src.write_text("video,label\nmissing.mp4,0\n")
     assert str(tmp_path / "missing.mp4") in _index(capsys, str(src), "--out", str(tmp_path / "d"))
+
+
+def test_folder_label_rule(tmp_path) -> None:
+    from pivad.data.lists import read_list
+    from pivad.errors import DataError
+
+    listed = tmp_path / "a.list"
+    listed.write_text("rgb/normal/x__0.npy\nrgb/Theft/y__0.npy\n")
+    items = read_list(listed, label_rule="folder", check_files=False)
+    assert [(it.name, it.label, it.cls) for it in items] == [("x", 0, "Normal"), ("y", 1, "Theft")]
+    listed.write_text("z__0.npy\n")
+    with pytest.raises(DataError, match="line 1.*no folder"):
+        read_list(listed, label_rule="folder", check_files=False)

@@ -166,30 +166,14 @@ def run_gt(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------- index
 
 
-def dataset_name(args: argparse.Namespace) -> str:
-    import re
+def run_index(args: argparse.Namespace) -> int:
+    from pivad.data.index import index_videos
 
-    raw = args.name or Path(args.videos).resolve().stem
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw).strip("._") or "videos"
-
-
-def index_dataset(args: argparse.Namespace, out: Path):
-    """Index ``args.videos`` into ``out``; returns the :class:`~pivad.data.index.DatasetIndex`."""
-    from pivad.data.index import build_index, training_sections, write_index
-    from pivad.outputs import check_output_dir
-
-    check_output_dir(out)
-    index = build_index(args.videos, args.annotations, unit=args.unit, test_fraction=args.test_fraction,
-                        seed=args.seed)
+    out = Path(args.out)
+    index = index_videos(args.videos, out, annotations=args.annotations, unit=args.unit,
+                         test_fraction=args.test_fraction, seed=args.seed, crops=args.crops, name=args.name)
     for message in index.warnings:
         _warn(message)
-    write_index(index, out, crops=args.crops, name=dataset_name(args), training=training_sections(index, args.crops))
-    return index
-
-
-def run_index(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    index = index_dataset(args, out)
     for split in ("train", "test"):
         videos = index.split(split)
         n_abnormal = sum(v.label for v in videos)

@@ -400,6 +400,24 @@ def write_index(index: DatasetIndex, out: str | Path, *, crops: int, name: str, 
     return paths
 
 
+def dataset_name(source: str | Path, name: str = "") -> str:
+    """``name``, or the source folder's (CSV's) name, reduced to characters safe in run paths."""
+    raw = name or Path(source).resolve().stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw).strip("._") or "videos"
+
+
+def index_videos(source: str | Path, out: str | Path, *, annotations: str | Path | None = None, unit: str = "s",
+                 test_fraction: float = 0.25, seed: int = 0, crops: int = 10, name: str = "") -> DatasetIndex:
+    """``pivad data index``: :func:`build_index` of ``source``, then :func:`write_index` into ``out``
+    with the small-dataset :func:`training_sections`."""
+    from pivad.outputs import check_output_dir
+
+    check_output_dir(out)
+    index = build_index(source, annotations, unit=unit, test_fraction=test_fraction, seed=seed)
+    write_index(index, out, crops=crops, name=dataset_name(source, name), training=training_sections(index, crops))
+    return index
+
+
 def training_sections(index: DatasetIndex, crops: int, seed: int = 2022) -> dict:
     """Config sections for a small dataset: ``configs/demo.yaml``'s model and schedule (minutes on a CPU),
     with the batch, resampling and validation sized to the training videos of ``index``."""

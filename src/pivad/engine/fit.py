@@ -132,10 +132,14 @@ class FitRun:
         return 0
 
     def _index(self) -> dict[str, Any]:
-        from pivad.commands.data import index_dataset
+        from pivad.data.index import index_videos
 
-        _say("index", f"{self.args.videos} -> {self.data}")
-        index = index_dataset(self.args, self.data)
+        a = self.args
+        _say("index", f"{a.videos} -> {self.data}")
+        index = index_videos(a.videos, self.data, annotations=a.annotations, unit=a.unit, test_fraction=a.test_fraction,
+                             seed=a.seed, crops=a.crops, name=a.name)
+        for message in index.warnings:
+            print(f"pivad: warning: {message}", file=sys.stderr)
         return {"videos": len(index.videos), "test": len(index.split("test")), "annotated": index.annotated}
 
     def videos(self):
