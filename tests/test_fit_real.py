@@ -83,6 +83,8 @@ def test_fit_on_real_clips_with_real_i3d_and_dis_flow(tmp_path, capsys) -> None:
     cfg = load_config(run / "config.yaml")  # reloads: its lists, features, modality store and annotation
     bundle = build_datasets(cfg)
     assert len(bundle.test.items) == 2 and bundle.classes == ["Cycling"]
+    gt = np.load(run / "data" / "gt.npy")
+    assert gt.shape == (16 * int(sum(bundle.test.lengths)),) and 0 < gt.sum() < gt.size
     feats = np.load(run / "data" / "rgb" / "normal" / "carphone_0__0.npy")
     assert feats.shape == (2, 1024) and np.isfinite(feats).all() and feats.std() > 0
     for name in ("teacher.pt", "best.pt", "last.pt"):
