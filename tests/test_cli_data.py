@@ -120,7 +120,7 @@ def test_gt_warns_on_extra_annotation(ucf_like, capsys):
 
 def test_data_without_subverb(capsys):
     assert main(["data"]) == 2
-    assert "needs a sub-verb: gt, synth or check" in capsys.readouterr().err
+    assert "needs a sub-verb: gt, synth, index or check" in capsys.readouterr().err
 
 
 def test_synth_then_gt_agree(tmp_path, capsys):

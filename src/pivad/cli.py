@@ -18,6 +18,7 @@ from pivad.errors import PivadError
 VERBS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "generate the demo dataset, train UR-DMU and π-VAD, evaluate both"),
     "data": ("data", "dataset tools: synthetic data, frame ground truth, checks"),
+    "fit": ("fit", "videos in, trained π-VAD and its report out: index, features, training, evaluation"),
     "train": ("train", "train the UR-DMU teacher and π-VAD"),
     "evaluate": ("evaluate", "evaluate a run or checkpoint: metrics, tables, plots"),
     "ablate": ("ablate", "run an ablation grid and tabulate it"),

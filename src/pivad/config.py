@@ -50,7 +50,7 @@ class DataConfig:
     num_crops: int = 10  # crops per video (UCF-Crime 10, XD-Violence 5); per_crop lists are checked against it, 0 = any
     feature_dim: int = 1024  # RGB feature width (I3D: 1024)
     num_segments: int = 200  # training videos are resampled to this many snippets
-    label_rule: str = "ucf"  # how the video label comes from its name: ucf ("Normal" in name) | xd ("_label_A") | msad ("normal") | regex:<pattern> (normal iff it matches); docs/data.md
+    label_rule: str = "ucf"  # how the video label comes from its name: ucf ("Normal" in name) | xd ("_label_A") | msad ("normal") | folder (normal/ or <Class>/ above the file) | regex:<pattern> (normal iff it matches); docs/data.md
     classes: list[str] = field(default_factory=list)  # anomaly class names (for class-wise AUC); [] = from names
     modality_root: str = ""  # modality store root: <modality_root>/<modality>/<video>.npy
     modalities: list[ModalityConfig] = field(default_factory=default_modalities)

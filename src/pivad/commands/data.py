@@ -3,6 +3,8 @@
 - ``pivad data gt``: frame-level ground truth of a test list from an annotation file (rule in
   :mod:`pivad.data.ground_truth`), written atomically as a flat uint8 ``.npy``.
 - ``pivad data synth``: the synthetic dataset (:mod:`pivad.data.synth`).
+- ``pivad data index VIDEOS --out DATA``: a dataset from a folder or CSV of videos (lists, annotation,
+  ground truth and ``DATA/pivad.yaml``; :mod:`pivad.data.index`).
 - ``pivad data check -c CONFIG``: load a config's lists, features and modality store and print a
   summary table; any bad input is a one-line error (exit 2).
 
@@ -58,6 +60,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(check, required=True)
     check.set_defaults(_data_run=run_check)
 
+    index = sub.add_parser(
+        "index",
+        help="a dataset (lists, annotation, ground truth, config) from a folder or CSV of videos",
+        description="Index VIDEOS (a folder normal/ + <Class>/, or a CSV video,label[,class][,split]) into DATA: "
+        "lists of the I3D feature files `pivad extract rgb` will write, annotations.txt and gt.npy of the test "
+        "videos, videos.csv and DATA/pivad.yaml (docs/own_videos.md).",
+    )
+    add_index_arguments(index)
+    index.add_argument("--out", required=True, help="dataset folder to write")
+    index.set_defaults(_data_run=run_index)
+
+
+def add_index_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``data index`` that ``pivad fit`` shares."""
+    parser.add_argument("videos", metavar="VIDEOS", help="folder with normal/ and <Class>/ subfolders, or a CSV")
+    parser.add_argument("--annotations", metavar="CSV", default=None,
+                        help="anomalous intervals of test videos: video,start,end[,unit] (several rows per video)")
+    parser.add_argument("--unit", choices=("s", "f"), default="s",
+                        help="unit of the intervals without a unit column: s = seconds (default), f = frames")
+    parser.add_argument("--test-fraction", type=float, default=0.25,
+                        help="share of each class held out for testing when no split is given (default 0.25)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the drawn test split (default 0)")
+    parser.add_argument("--crops", type=int, choices=(10, 5, 1), default=10, help="I3D crops per snippet (default 10)")
+    parser.add_argument("--name", default="", help="dataset name in run paths (default: the VIDEOS folder's name)")
+
 
 def run(args: argparse.Namespace) -> int:
     missing = getattr(args, "_data_missing", None)
@@ -66,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     runner = getattr(args, "_data_run", None)
     if runner is None:
-        print("pivad: error: 'pivad data' needs a sub-verb: gt, synth or check (see pivad data -h)", file=sys.stderr)
+        print("pivad: error: 'pivad data' needs a sub-verb: gt, synth, index or check (see pivad data -h)", file=sys.stderr)
         return 2
     return runner(args)
 
@@ -133,6 +160,31 @@ def run_gt(args: argparse.Namespace) -> int:
         more = f"; and {len(summary.clipped_events) - 3} more" if len(summary.clipped_events) > 3 else ""
         print(f"events past the feature length: {len(summary.clipped_events)} ({shown}{more})")
     print(f"wrote {args.out} (uint8 [{summary.frames}])")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- index
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from pivad.data.index import index_videos
+
+    out = Path(args.out)
+    index = index_videos(args.videos, out, annotations=args.annotations, unit=args.unit,
+                         test_fraction=args.test_fraction, seed=args.seed, crops=args.crops, name=args.name)
+    for message in index.warnings:
+        _warn(message)
+    for split in ("train", "test"):
+        videos = index.split(split)
+        n_abnormal = sum(v.label for v in videos)
+        minutes = sum(v.n_frames / v.fps for v in videos if v.fps > 0) / 60
+        print(f"{split}: {len(videos)} videos ({len(videos) - n_abnormal} normal, {n_abnormal} abnormal), "
+              f"{minutes:.1f} min")
+    print(f"classes: {', '.join(index.classes)}")
+    print(f"test intervals: {sum(len(e) for e in index.events.values())} in {len(index.events)} videos"
+          if index.annotated else "test intervals: none (no --annotations: the test set cannot be evaluated)")
+    print(f"wrote {out}/lists, {out}/videos.csv" + (f", {out}/annotations.txt, {out}/gt.npy" if index.annotated else "")
+          + f" and {out}/pivad.yaml")
     return 0
 
 

@@ -13,6 +13,9 @@ Rules (``data.label_rule``):
 - ``msad``: normal iff ``"normal"`` is in the name, any case (MSAD names its normal videos
   ``MSAD_normal_<scene><n>``); class = the name without its trailing ``_<number>``
   (``Traffic_accident_12`` -> ``Traffic_accident``).
+- ``folder``: the folder the file is listed under: ``normal`` (any case) is normal, any other folder
+  names the anomaly class (``rgb/Fighting/cam3__0.npy`` -> ``Fighting``); the layout
+  ``pivad data index`` writes.
 - ``regex:<pattern>``: normal iff ``re.search(pattern, name)`` matches; class = the folder the file is
   listed under, or ``"Anomaly"`` when the entry has no folder.
 """
@@ -41,7 +44,7 @@ XD_CLASSES = {
     "G": "Explosion",
 }
 
-LABEL_RULES = ("ucf", "xd", "msad", "regex:<pattern>")
+LABEL_RULES = ("ucf", "xd", "msad", "folder", "regex:<pattern>")
 
 LabelFn = Callable[[str, str], tuple[int, str]]
 
@@ -73,6 +76,14 @@ def _msad(name: str, folder: str) -> tuple[int, str]:
     return 1, re.sub(r"_\d+$", "", name)
 
 
+def _folder(name: str, folder: str) -> tuple[int, str]:
+    if folder in ("", "."):
+        raise LabelError(f"'{name}' is listed under no folder (label_rule folder reads normal/ or <Class>/)")
+    if folder.lower() == "normal":
+        return 0, NORMAL
+    return 1, folder
+
+
 def _regex(pattern: str) -> LabelFn:
     try:
         compiled = re.compile(pattern)
@@ -91,7 +102,7 @@ def label_rule(rule: str) -> LabelFn:
     """The labelling function of a ``data.label_rule`` value (ConfigError for an unknown rule)."""
     if rule.startswith("regex:"):
         return _regex(rule[len("regex:") :])
-    rules = {"ucf": _ucf, "xd": _xd, "msad": _msad}
+    rules = {"ucf": _ucf, "xd": _xd, "msad": _msad, "folder": _folder}
     if rule not in rules:
         raise ConfigError(f"data.label_rule: unknown rule {rule!r} (known: {', '.join(LABEL_RULES)})")
     return rules[rule]

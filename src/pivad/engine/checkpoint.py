@@ -14,6 +14,7 @@ Payload (a plain dict, loadable with ``torch.load(weights_only=True)``)::
     rng        RNG states (python, numpy, torch, cuda) per rank, for exact resume
     loader     the balanced loader's state_dict, for exact resume
     best       {"score", "step", "phase"} of the best checkpoint so far
+    log_window the per-step losses since the last log line, so a resumed run logs as an uninterrupted one
 
 Official UR-DMU state dicts (a bare ``{name: tensor}`` mapping with the official key names) load too,
 through :func:`load_model` / :func:`load_inference_model`.

@@ -15,7 +15,7 @@ the teacher's best goes to ``teacher.pt`` and is the teacher the student distils
 
 Exact resume: a checkpoint holds weights, optimiser, loader state, the best score so far and every
 rank's RNG states, and nothing else influences the next step, so ``--resume`` reaches the same final
-weights as an uninterrupted run. Killed between checkpoints, a run replays the steps since its last
+weights and log as an uninterrupted run. Killed between checkpoints, a run replays the steps since its last
 checkpoint (the log is truncated to that step).
 """
 
@@ -315,6 +315,7 @@ class Trainer:
             "loader": self.loader.state_dict(),
             "best": dict(self.best),
             "selection": self.cfg.train.selection,
+            "log_window": {k: list(v) for k, v in self._log_window.items()},  # losses since the last log line
         }
 
     def _save_last(self, model, opt, phase: str, step: int, metrics: dict) -> None:
@@ -367,6 +368,9 @@ class Trainer:
         self.best: dict = {}
         start_phase, start_step = 0, 0
         ck = self.resume_ckpt
+        # per-step losses not yet averaged into a log line (checkpointed: a resumed run logs the same lines)
+        window = (ck or {}).get("log_window") or {}
+        self._log_window: dict[str, list[float]] = {k: list(v) for k, v in window.items()}
         if ck is not None:
             start_phase = [p for p, _ in self.phases].index(ck["phase"])
             start_step = int(ck["step"])
@@ -432,7 +436,7 @@ class Trainer:
         cfg = self.cfg
         params = [p for p in model.parameters() if p.requires_grad]
         running: dict[str, float] = {}
-        window: dict[str, list[float]] = {}
+        window = self._log_window
         bar = tqdm(range(first_step + 1, steps + 1), desc=phase, initial=first_step, total=steps,
                    disable=not (self.progress and self.is_main), dynamic_ncols=True, file=sys.stderr)
         for step in bar:
@@ -456,7 +460,7 @@ class Trainer:
             bar.set_postfix({k: f"{running[k]:.3g}" for k in list(running)[:4]}, refresh=False)
             if step % cfg.train.log_every == 0 or step == steps:
                 self.logger.log(self.global_step, phase, step, {k: sum(v) / len(v) for k, v in window.items()})
-                window = {}
+                window.clear()
 
             metrics: dict = {}
             at_end = step == steps
