@@ -77,6 +77,8 @@ BAD_CHECKPOINTS = {
     "kind-list": (_set("kind", ["pivad"]), "unknown model kind ['pivad']"),
     "step-string": (_set("step", "three"), "'step' holds str 'three', not a step count"),
     "metrics-list": (_set("metrics", [1]), "'metrics' holds list [1], not a mapping"),
+    "config-threshold-nan": (lambda c: (c.pop("threshold"), c["config"]["eval"].__setitem__("threshold", math.nan)),
+                             "eval.threshold"),  # no stored threshold: detect would take its config's
 }
 
 
@@ -202,6 +204,38 @@ def test_bad_onnx_scorer_is_one_line_naming_it(tmp_path, capsys, case):
     assert not out.exists()
     assert main(["detect", "--stream", str(CLIP), "--onnx", str(model), "--idle-timeout", "0.1", *FAST]) == 2
     _stream_error(capsys, f"{model}: ")
+
+
+def onnx_i3d(path: Path, width: int = 1024, scale: float = 1.0, crop: int = 32) -> Path:
+    """A hand-made I3D stand-in: ``clips [N,3,16,S,S]`` -> (mean over time and space) @ ``W [3, width]``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    axes = numpy_helper.from_array(np.array([2, 3, 4], dtype=np.int64), "axes")
+    w = numpy_helper.from_array(np.full((3, width), scale, dtype=np.float32), "w")
+    nodes = [helper.make_node("ReduceMean", ["clips", "axes"], ["m"], keepdims=0),
+             helper.make_node("MatMul", ["m", "w"], ["features"])]
+    graph = helper.make_graph(nodes, "i3d", [helper.make_tensor_value_info("clips", TensorProto.FLOAT,
+                                                                           ["N", 3, 16, crop, crop])],
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, None)], [axes, w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("case,kwargs,message", [
+    ("width", {"width": 7}, "I3D returned features of shape [2, 7] for 2 clips, expected [2, 1024]"),
+    ("nan", {"scale": math.nan}, f"I3D produced NaN/Inf features for {CLIP}"),
+])  # fmt: skip
+def test_bad_onnx_i3d_is_one_line_naming_it(tmp_path, capsys, case, kwargs, message):
+    pytest.importorskip("onnxruntime")
+    i3d = onnx_i3d(tmp_path / f"{case}.i3d.onnx", **kwargs)
+    scorer = onnx_scorer(tmp_path / "m.onnx")
+    assert main(["detect", str(CLIP), "--onnx", str(scorer), "--i3d-onnx", str(i3d), "--out", str(tmp_path / "out"),
+                 *FAST]) == 2  # fmt: skip
+    _one_line(capsys, f"{i3d}: {message}")
+    assert not (tmp_path / "out").exists()
 
 
 def test_hand_made_scorer_is_accepted(tmp_path):

@@ -105,15 +105,15 @@ def check_weights(sd: Any, path: str | Path, entry: str = "model") -> None:
                                   "a model with them scores nothing")
 
 
-def check_threshold(value: Any, where: str) -> float | None:
+def check_threshold(value: Any, where: str, name: str = "threshold") -> float | None:
     """A stored anomaly threshold: None (absent) or a finite number in [0, 1], where scores lie;
-    :class:`CheckpointError` naming ``where`` otherwise."""
+    :class:`CheckpointError` naming ``where`` (the file) and ``name`` otherwise."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CheckpointError(f"{where}: threshold {_shown(value)} is not a number")
+        raise CheckpointError(f"{where}: {name} {_shown(value)} is not a number")
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise CheckpointError(f"{where}: threshold {value!r} is not a finite number in [0, 1] (scores lie there)")
+        raise CheckpointError(f"{where}: {name} {value!r} is not a finite number in [0, 1] (scores lie there)")
     return float(value)
 
 
@@ -264,10 +264,12 @@ def load_model(path: str | Path, cfg: Any = None) -> tuple[torch.nn.Module, Any,
         "phase": ckpt.get("phase"),
         "global_step": ckpt.get("global_step"),
         "metrics": ckpt.get("metrics") or {},
-        "threshold": ckpt["threshold"] if ckpt.get("threshold") is not None else cfg.eval.threshold,
+        "threshold": ckpt.get("threshold"),
         "version": ckpt["version"],
         "features": ckpt.get("features") or _features_of_older(ckpt),
     }
+    if meta["threshold"] is None:  # absent: its config's, which detect would otherwise use unchecked
+        meta["threshold"] = check_threshold(cfg.eval.threshold, str(path), "config eval.threshold")
     return model.eval(), cfg, meta
 
 
