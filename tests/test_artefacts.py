@@ -353,3 +353,14 @@ def test_feature_readers_check_the_header_against_the_file_size(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(DataError, match="pipe.npy: not a regular file: a FIFO"):
         load_features(fifo, 8)  # refused without opening it (open() would wait for a writer)
+
+
+def test_modality_file_linked_to_dev_zero_says_what_it_is(tmp_path):
+    from pivad.data.modality_store import ModalityStore
+    from pivad.errors import DataError
+
+    (tmp_path / "pose").mkdir()
+    (tmp_path / "pose" / "v.npy").symlink_to("/dev/zero")
+    with pytest.raises(DataError, match=r"pose/v.npy: not a regular file: a character device \(a link to /dev/zero\) "
+                                        r"\(modality pose of video v\)"):  # fmt: skip
+        ModalityStore(tmp_path, [("pose", 4)]).load("v", 3)
