@@ -101,7 +101,7 @@ def test_missing_and_unreadable_files(tmp_path):
     assert "file is truncated" in _error(truncated, dim=D, mmap=True)
     folder = tmp_path / "dir.npy"
     folder.mkdir()
-    assert "cannot read" in _error(folder, dim=D)
+    assert "is a folder, not a file" in _error(folder, dim=D)
     archive = tmp_path / "a.npz"
     np.savez(archive, x=np.ones((2, D), np.float32))
     assert "not a .npy file" in _error(archive, dim=D)

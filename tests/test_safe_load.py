@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pivad.errors import PivadError
+from pivad.errors import CheckpointError, PivadError
 
 
 class Gadget:
@@ -132,8 +132,9 @@ def test_onnx_metadata_is_json_data(tmp_path: Path) -> None:
     model.ir_version = 8
     helper.set_model_props(model, {ONNX_META_KEY: pickle.dumps(Gadget(marker)).decode("latin-1")})
     onnx.save(model, tmp_path / "m.onnx")
-    scorer = OnnxScorer(tmp_path / "m.onnx")
-    assert scorer.meta == {} and not marker.exists()
+    with pytest.raises(CheckpointError, match="m.onnx: metadata 'pivad' is not valid JSON"):
+        OnnxScorer(tmp_path / "m.onnx")  # refused, as any metadata that is not JSON; nothing unpickled
+    assert not marker.exists()
     helper.set_model_props(model, {ONNX_META_KEY: json.dumps({"py/reduce": [{"py/function": "os.system"}]})})
     onnx.save(model, tmp_path / "m.onnx")
     assert isinstance(OnnxScorer(tmp_path / "m.onnx").meta, dict) and not marker.exists()

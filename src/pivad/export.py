@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from pivad import __version__
-from pivad.errors import PivadError
-from pivad.io import atomic_path
+from pivad.errors import CheckpointError, PivadError
+from pivad.io import atomic_path, json_safe
 
 FEATURE_DIM = 1024
 META_KEY = "pivad"  # same key as pivad.detect.pipeline.ONNX_META_KEY
@@ -79,7 +79,7 @@ def _write_with_metadata(tmp_model: Path, out: Path, meta: dict[str, Any]) -> No
 
     proto = onnx.load(str(tmp_model))
     entry = proto.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps(meta)
+    entry.key, entry.value = META_KEY, json.dumps(json_safe(meta), allow_nan=False)
     proto.producer_name, proto.producer_version = "pivad", __version__
     onnx.checker.check_model(proto)
     with atomic_path(out, suffix=".onnx") as tmp:
@@ -113,8 +113,10 @@ def export_scorer(model: torch.nn.Module, out: str | Path, meta: dict[str, Any],
 
 
 def validate_scorer(model: torch.nn.Module, path: str | Path, lengths: Sequence[int] = VALIDATION_LENGTHS,
-                    crops: int = 1, seed: int = 0) -> Validation:  # fmt: skip
-    """Max abs difference between onnxruntime and PyTorch scores on random features, one run per ``T``."""
+                    crops: int = 1, seed: int = 0, source: str | Path | None = None) -> Validation:  # fmt: skip
+    """Max abs difference between onnxruntime and PyTorch scores on random features, one run per ``T``.
+
+    NaN or Inf in either is a :class:`CheckpointError` naming ``source`` (the checkpoint; default ``path``)."""
     from pivad.detect.pipeline import open_onnx_session
 
     session = open_onnx_session(path)
@@ -127,6 +129,9 @@ def validate_scorer(model: torch.nn.Module, path: str | Path, lengths: Sequence[
         got = session.run(None, {"features": x.numpy()})[0]
         if got.shape != ref.shape:
             raise PivadError(f"{path}: ONNX scores have shape {list(got.shape)} for T={T}, PyTorch {list(ref.shape)}")
+        if not (np.isfinite(ref).all() and np.isfinite(got).all()):
+            raise CheckpointError(f"{source or path}: the model returns NaN/Inf scores on random features "
+                                  f"(T={T}); not exported")  # fmt: skip
         diffs[int(T)] = float(np.abs(got - ref).max())
     return Validation(tuple(int(t) for t in lengths), diffs)
 
@@ -144,7 +149,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, opset: int = DEFAULT_OP
         "source": meta.get("source"),
         "step": meta.get("step"),
         "phase": meta.get("phase"),
-        "threshold": float(threshold if threshold is not None else cfg.eval.threshold),
+        "threshold": float(threshold if threshold is not None else cfg.eval.threshold),  # checked when loaded
         "num_crops": cfg.data.num_crops,
         "num_segments": cfg.data.num_segments,
         "feature_dim": cfg.model.input_dim,
@@ -155,8 +160,10 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, opset: int = DEFAULT_OP
     }
     if cfg.model.input_dim != FEATURE_DIM:
         raise PivadError(f"{ckpt}: the model takes {cfg.model.input_dim}-d features, not I3D's {FEATURE_DIM}")
-    out = export_scorer(model, out, info, crops=1, opset=opset)
-    return out, validate_scorer(model, out, lengths, crops=2)
+    with atomic_path(out, suffix=".onnx") as tmp:  # validated before it replaces anything
+        export_scorer(model, tmp, info, crops=1, opset=opset)
+        check = validate_scorer(model, tmp, lengths, crops=2, source=ckpt)
+    return Path(out), check
 
 
 def i3d_path_for(out: str | Path) -> Path:

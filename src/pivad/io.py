@@ -1,9 +1,11 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename over it."""
+"""Atomic file writes (a temporary file beside the target, then one rename), and :func:`not_regular`."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,7 +52,28 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Strict JSON (no bare ``NaN``/``Infinity``: ``ValueError``); callers turn a non-finite value into an
+    error, or into ``null`` where a number is legitimately undefined, before writing."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` as strict JSON can hold it: NaN/Inf -> None (a value that is undefined, such as an AUC with
+    one class), numpy scalars -> numbers, tuples -> lists, keys -> strings, any other object -> its text."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        try:
+            obj = obj.item()  # numpy scalar, one-element array or tensor
+        except (ValueError, RuntimeError):  # more elements: kept as text
+            return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
 
 
 def atomic_save_npy(path: str | Path, array: Any) -> None:
@@ -66,3 +89,19 @@ def atomic_torch_save(path: str | Path, obj: Any) -> None:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def not_regular(path: str | Path) -> str | None:
+    """Why ``path`` (following links) exists but is not a regular file to read, or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    kind = ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "special")
+    link = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
+    return f"not a regular file: {kind}{link}"

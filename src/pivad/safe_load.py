@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pivad.errors import CheckpointError
+from pivad.io import not_regular
 
 _GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
@@ -47,13 +48,20 @@ def _describe(path: Path, exc: BaseException) -> str:
     return "not a PyTorch file (neither a torch.save zip archive nor a legacy torch pickle)"
 
 
+def check_file(path: str | Path, what: str = "checkpoint") -> Path:
+    """``path`` if it is a regular file; :class:`CheckpointError` saying what it is otherwise (missing, a
+    folder, a device or FIFO)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {not_regular(path) or f'no such {what} file'}")
+    return path
+
+
 def load_weights(path: str | Path, what: str = "checkpoint") -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU; :class:`CheckpointError` naming the file otherwise."""
     import torch
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such {what} file")
+    path = check_file(path, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

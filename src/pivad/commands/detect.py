@@ -201,7 +201,7 @@ def _run_stream(args: argparse.Namespace, scorer) -> int:
     encoder = _encoder(args, scorer)
     threshold, source_of_threshold = _threshold(args, scorer)
     window = args.window or _model_setting(scorer, "num_segments", DEFAULT_WINDOW)
-    streamer = StreamScorer(encoder, scorer, threshold, source.fps, window=window, lag=args.lag)
+    streamer = StreamScorer(encoder, scorer, threshold, source.fps, window=window, lag=args.lag, name=source.name)
     appender = CsvAppender(args.csv) if args.csv else None
     live = None
     if args.html:

@@ -71,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else run_dir
         overrides = _overrides(args, run_dir / "config.yaml")
     else:
-        ckpt = Path(args.ckpt)
-        if not ckpt.is_file():
-            raise CheckpointError(f"{ckpt}: no such checkpoint file")
+        from pivad.safe_load import check_file
+
+        ckpt = check_file(args.ckpt, "checkpoint")
         checkpoints = {"model": ckpt}
         out = Path(args.out) if args.out else ckpt.parent / f"eval_{ckpt.stem}"
         overrides = _overrides(args, None)

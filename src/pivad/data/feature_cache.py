@@ -58,7 +58,7 @@ class _Manifest:
         if not self.dirty:
             return
         tmp = self.path.with_name(f"manifest.json.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"format": 1, "dtype": "float16", "files": self.entries}, indent=0))
+        tmp.write_text(json.dumps({"format": 1, "dtype": "float16", "files": self.entries}, indent=0, allow_nan=False))
         os.replace(tmp, self.path)
         self.dirty = 0
 

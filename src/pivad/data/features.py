@@ -1,20 +1,22 @@
 """Loading and validating ``.npy`` feature files.
 
 Every check raises a one-line :class:`~pivad.errors.DataError` that names the file and what is wrong:
-missing or unreadable file, wrong number of axes or width, a non-float dtype (float16/32/64 are
-accepted and converted to float32; integers, booleans, complex and object arrays are rejected),
-no snippets (T = 0), NaN or Inf values.
+missing, unreadable or not a regular file (a folder, a device such as ``/dev/zero``, a FIFO), a header
+that declares more data than the file holds (checked before anything is allocated or mapped), wrong
+number of axes or width, a non-float dtype (float16/32/64 are accepted and converted to float32;
+integers, booleans, complex and object arrays are rejected), no snippets (T = 0), NaN or Inf values.
 """
 
 from __future__ import annotations
 
+import os
 import threading
-
 from pathlib import Path
 
 import numpy as np
 
 from pivad.errors import DataError
+from pivad.io import not_regular
 
 def _shape_text(shape: tuple[int, ...]) -> str:
     return "[" + ",".join(str(s) for s in shape) + "]"
@@ -48,7 +50,28 @@ def _read_header(fp, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
     raise DataError(f"{path}: .npy format {version[0]}.{version[1]} holds a structured array, expected floats")
 
 
+def _checked_header(fp, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """:func:`_read_header`, then the declared data size against the bytes that follow the header, so
+    that a header claiming ``T = 2**36`` rows is refused before an array or a map of that size is made."""
+    shape, fortran, dtype = _read_header(fp, path)
+    if dtype.hasobject:  # pickled objects, no fixed size: the dtype check refuses them
+        return shape, fortran, dtype
+    if any(d < 0 for d in shape):
+        raise DataError(f"{path}: not a .npy file (damaged header: shape {_shape_text(tuple(shape))})")
+    need = dtype.itemsize
+    for d in shape:  # python ints: no overflow on absurd shapes
+        need *= d
+    have = os.fstat(fp.fileno()).st_size - fp.tell()
+    if need > have:
+        raise DataError(f"{path}: cannot read as .npy (file is truncated: its header declares shape "
+                        f"{_shape_text(tuple(shape))}, {need:,} bytes of data, but {max(have, 0):,} follow)")
+    return shape, fortran, dtype
+
+
 def _open(path: Path):
+    why = not_regular(path)  # before open(): opening a FIFO would block
+    if why:
+        raise DataError(f"{path}: {why}")
     try:
         return open(path, "rb")
     except FileNotFoundError:
@@ -61,7 +84,7 @@ def read_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of a ``.npy`` file from its header alone (no data read)."""
     path = Path(path)
     with _open(path) as fp:
-        shape, _, dtype = _read_header(fp, path)
+        shape, _, dtype = _checked_header(fp, path)
     return tuple(shape), dtype
 
 
@@ -129,7 +152,7 @@ def map_features(path: str | Path, dim: int = 1024, *, crops: bool = False) -> n
     """
     path = Path(path)
     with _open(path) as fp:
-        shape, fortran, dtype = _read_header(fp, path)
+        shape, fortran, dtype = _checked_header(fp, path)
         _check_dtype(path, dtype)
         check_shape(path, shape, dim, crops=crops)
         return _map(fp, path, shape, fortran, dtype)
@@ -143,7 +166,7 @@ def load_features(path: str | Path, dim: int = 1024, mmap: bool = False, *, crop
     """
     path = Path(path)
     with _open(path) as fp:
-        shape, fortran, dtype = _read_header(fp, path)
+        shape, fortran, dtype = _checked_header(fp, path)
         _check_dtype(path, dtype)
         check_shape(path, shape, dim, crops=crops)
         array = _map(fp, path, shape, fortran, dtype) if mmap else _read_data(fp, path, shape, fortran, dtype)

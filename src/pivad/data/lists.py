@@ -30,6 +30,7 @@ from pathlib import Path
 from pivad.data import labels as _labels
 from pivad.data.labels import NORMAL, LabelError
 from pivad.errors import ConfigError, DataError
+from pivad.io import not_regular
 
 LAYOUTS = ("per_crop", "per_video")
 
@@ -146,6 +147,9 @@ def read_list(
         name, crop = _video_name(filename[: -len(".npy")], layout, label_rule)
         file = resolver.resolve(entry)
         if check_files and not file.is_file():
+            why = not_regular(file)
+            if why:
+                raise DataError(f"{file}: {why} (listed in {where} as {entry!r})")
             hint = "; set data.root to the folder that holds the features" if absolute else ""
             raise DataError(f"{file}: feature file not found (listed in {where} as {entry!r}){hint}")
         if layout == "per_crop" and items and items[-1].name == name:

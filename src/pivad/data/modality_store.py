@@ -22,6 +22,7 @@ from pivad.config import ModalityConfig
 from pivad.data.features import load_features, map_features
 from pivad.data.resample import align_rows
 from pivad.errors import ConfigError, DataError
+from pivad.io import not_regular
 
 T_ALIGN_MODES = ("strict", "resample")
 
@@ -74,7 +75,8 @@ class ModalityStore:
         for name, dim in self.dims.items():
             path = self.path(name, video_name)
             if not path.is_file():
-                raise DataError(f"{path}: modality file not found (modality {name} of video {video_name})")
+                why = not_regular(path) or "modality file not found"
+                raise DataError(f"{path}: {why} (modality {name} of video {video_name})")
             if self.resolve is not None:
                 path = self.resolve(path)
             feat = map_features(path, dim) if mmap else load_features(path, dim=dim)  # (Tm, d)

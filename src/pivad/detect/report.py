@@ -19,7 +19,7 @@ import numpy as np
 
 from pivad.detect.intervals import Interval, above_threshold
 from pivad.detect.pipeline import Detection
-from pivad.io import atomic_write_json, atomic_write_text
+from pivad.io import atomic_write_json, atomic_write_text, json_safe
 from pivad.video.decode import SNIPPET
 
 
@@ -63,7 +63,7 @@ def summary(
         "anomalous_frames": int(above_threshold(scores, threshold).sum()),
         "score": {"max": float(scores.max()), "mean": float(scores.mean()), "min": float(scores.min())},
         "snippet_scores": [float(s) for s in det.snippet_scores],
-        "model": model,
+        "model": json_safe(model),  # a metric the checkpoint records as undefined (NaN) is written null
         "features": features,
         "warnings": list(det.warnings),
         "timings_s": {k: round(v, 4) for k, v in det.timings.items()},

@@ -40,7 +40,7 @@ from typing import Callable, Iterator, TextIO
 
 import numpy as np
 
-from pivad.detect.pipeline import SnippetEncoder, StageTimer
+from pivad.detect.pipeline import SnippetEncoder, StageTimer, checked_scores
 from pivad.errors import PivadError, VideoError
 from pivad.video.crops import frame_transform
 from pivad.video.decode import SNIPPET, decode_rgb, error_reason
@@ -185,12 +185,13 @@ class SnippetWindow:
     """The window/lag logic on snippet features: push ``[C,1024]`` per completed snippet, get scores."""
 
     def __init__(self, scorer: Callable[[np.ndarray], np.ndarray], threshold: float, fps: float,
-                 window: int = DEFAULT_WINDOW, lag: int = 0):  # fmt: skip
+                 window: int = DEFAULT_WINDOW, lag: int = 0, name: str = "the stream"):  # fmt: skip
         if window < 1:
             raise PivadError(f"--window {window}: must be >= 1")
         if not 0 <= lag < window:
             raise PivadError(f"--lag {lag}: must be in 0..window-1 ({window - 1})")
-        self.scorer, self.threshold = scorer, float(threshold)
+        self.scorer, self.threshold, self.name = scorer, float(threshold), name
+        self.model = getattr(scorer, "source", "") or "the model"  # its file, for errors
         self.fps = fps if fps > 0 else 30.0
         self.window, self.lag = window, lag
         self.timer = StageTimer()
@@ -206,7 +207,8 @@ class SnippetWindow:
         self.n_snippets += 1
         with self.timer.stage("model"):
             window = np.stack(self._feats, axis=1)  # (C, W', 1024)
-            self._last_scores = np.asarray(self.scorer(window), dtype=np.float32)  # (W',)
+            where = f"{self.name}, the window ending at snippet {self.n_snippets - 1}"
+            self._last_scores = checked_scores(self.scorer(window), window.shape[1], self.model, where)  # (W',)
         target = self.n_snippets - 1 - self.lag
         return self._emit_upto(target) if target >= 0 else []
 
@@ -247,9 +249,10 @@ class StreamScorer:
         fps: float,
         window: int = DEFAULT_WINDOW,
         lag: int = 0,
+        name: str = "the stream",
     ):
         self.encoder = encoder
-        self.window = SnippetWindow(scorer, threshold, fps, window, lag)
+        self.window = SnippetWindow(scorer, threshold, fps, window, lag, name)
         self.timer = self.window.timer  # decode, i3d and model seconds
         self.fps = self.window.fps
         self._frames: np.ndarray | None = None  # (16, h, w, 3) resized frames of the open snippet

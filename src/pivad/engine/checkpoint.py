@@ -22,6 +22,7 @@ through :func:`load_model` / :func:`load_inference_model`.
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from pivad import __version__
-from pivad.errors import CheckpointError
+from pivad.errors import CheckpointError, ConfigError
 from pivad.io import atomic_torch_save
 from pivad.safe_load import first_line, load_weights
 
@@ -76,16 +77,83 @@ def is_state_dict(obj: Any) -> bool:
     )
 
 
+def _shown(value: Any, limit: int = 40) -> str:
+    """A short ``repr`` of a stored value, for one-line messages."""
+    text = repr(value) if not isinstance(value, torch.Tensor) else f"a tensor of shape {list(value.shape)}"
+    return _shown_text(text, limit)
+
+
+def _shown_text(text: str, limit: int) -> str:
+    """``text`` on one line (whitespace runs -> one space), cut at ``limit`` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def check_weights(sd: Any, path: str | Path, entry: str = "model") -> None:
+    """``sd`` must be a ``{name: dense tensor}`` mapping with finite floating values (whether the names and
+    shapes fit the model is checked when it is built); :class:`CheckpointError` naming the file, the entry
+    and the first bad weight otherwise."""
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{path}: '{entry}' holds {type(sd).__name__} {_shown(sd)}, not a state dict "
+                              "(weight name -> tensor)")
+    for name, value in sd.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor) or value.layout != torch.strided:
+            what = f"a {value.layout} tensor" if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(f"{path}: '{entry}' entry {_shown(name)} holds {what}, not a dense tensor")
+        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{path}: weight {name} holds {bad} NaN/Inf value(s) of {value.numel()}; "
+                                  "a model with them scores nothing")
+
+
+def check_threshold(value: Any, where: str, name: str = "threshold") -> float | None:
+    """A stored anomaly threshold: None (absent) or a finite number in [0, 1], where scores lie;
+    :class:`CheckpointError` naming ``where`` (the file) and ``name`` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CheckpointError(f"{where}: {name} {_shown(value)} is not a number")
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise CheckpointError(f"{where}: {name} {value!r} is not a finite number in [0, 1] (scores lie there)")
+    return float(value)
+
+
+# entry -> (accepted types, what they are called); None is accepted for each (absent or not recorded)
+_OPTIONAL = {"step": ((int,), "a step count"), "global_step": ((int,), "a step count"), "phase": ((str,), "a name"),
+             "metrics": ((dict,), "a mapping"), "features": ((dict,), "a mapping")}
+
+
+def _check_entries(obj: dict, path: Path) -> None:
+    """The entries inference reads: kind, config, model weights, threshold and the descriptive ones."""
+    if obj["kind"] not in ("urdmu", "pivad"):
+        raise CheckpointError(f"{path}: unknown model kind {_shown(obj['kind'])} (expected 'urdmu' or 'pivad')")
+    if not isinstance(obj["config"], dict):
+        raise CheckpointError(f"{path}: 'config' holds {type(obj['config']).__name__}, not a mapping")
+    check_weights(obj["model"], path)
+    check_threshold(obj.get("threshold"), str(path))
+    for key, (types, what) in _OPTIONAL.items():
+        value = obj.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            raise CheckpointError(f"{path}: '{key}' holds {type(value).__name__} {_shown(value)}, not {what}")
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    """Read one of our checkpoints; :class:`CheckpointError` naming the file if it is not one."""
+    """Read one of our checkpoints; :class:`CheckpointError` naming the file if it is not one, or if an
+    entry inference reads is malformed (weights that are not a state dict or hold NaN/Inf, a threshold
+    that is not a finite number in [0, 1], ...)."""
     path = Path(path)
-    obj = _torch_load(path)
+    return _checked(_torch_load(path), path)
+
+
+def _checked(obj: Any, path: Path) -> dict:
+    """``obj`` (a loaded file) as one of our checkpoints, checked as :func:`load_checkpoint` says."""
     if not isinstance(obj, dict) or any(k not in obj for k in REQUIRED_KEYS):
         kind = "a bare state dict (official UR-DMU?)" if is_state_dict(obj) else type(obj).__name__
         raise CheckpointError(f"{path}: not a pivad checkpoint (found {kind})")
     fmt = obj["version"].get("format") if isinstance(obj["version"], dict) else None
     if fmt != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {fmt!r}, this pivad reads {FORMAT_VERSION}")
+        raise CheckpointError(f"{path}: checkpoint format {_shown(fmt)}, this pivad reads {FORMAT_VERSION}")
+    _check_entries(obj, path)
     return obj
 
 
@@ -138,11 +206,17 @@ def model_from_checkpoint(ckpt: dict, path: str | Path = "<memory>") -> tuple[to
     from pivad.config import from_dict
     from pivad.models.factory import build_model
 
-    cfg = from_dict(ckpt["config"])
+    try:
+        cfg = from_dict(ckpt["config"])
+    except ConfigError as exc:  # one line, however the stored value prints
+        raise CheckpointError(f"{path}: its {_shown_text(str(exc), 200)}") from None
     kind = ckpt["kind"]
     if kind not in ("urdmu", "pivad"):
-        raise CheckpointError(f"{path}: unknown model kind {kind!r}")
-    model = build_model(kind, cfg)
+        raise CheckpointError(f"{path}: unknown model kind {_shown(kind)}")
+    try:
+        model = build_model(kind, cfg)
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as exc:  # widths that do not fit together
+        raise CheckpointError(f"{path}: its config builds no {kind} model ({first_line(exc, 160)})") from None
     sd = _strip_teacher(ckpt["model"], model)
     try:
         model.load_state_dict(sd, strict=True)
@@ -172,6 +246,8 @@ def load_model(path: str | Path, cfg: Any = None) -> tuple[torch.nn.Module, Any,
     if is_state_dict(obj):  # official UR-DMU weights
         from pivad.models import URDMU
 
+        check_weights(obj, path, "state dict")
+
         cfg = cfg if cfg is not None else Config()
         try:
             model = URDMU.from_official_state_dict(obj, cfg.model)
@@ -180,7 +256,7 @@ def load_model(path: str | Path, cfg: Any = None) -> tuple[torch.nn.Module, Any,
         meta = {"kind": "urdmu", "source": "official", "step": None, "phase": None, "metrics": {},
                 "threshold": cfg.eval.threshold}
         return model.eval(), cfg, meta
-    ckpt = load_checkpoint(path)
+    ckpt = _checked(obj, path)
     model, cfg = model_from_checkpoint(ckpt, path)
     meta = {
         "kind": ckpt["kind"],
@@ -189,10 +265,12 @@ def load_model(path: str | Path, cfg: Any = None) -> tuple[torch.nn.Module, Any,
         "phase": ckpt.get("phase"),
         "global_step": ckpt.get("global_step"),
         "metrics": ckpt.get("metrics") or {},
-        "threshold": ckpt.get("threshold", cfg.eval.threshold),
+        "threshold": ckpt.get("threshold"),
         "version": ckpt["version"],
         "features": ckpt.get("features") or _features_of_older(ckpt),
     }
+    if meta["threshold"] is None:  # absent: its config's, which detect would otherwise use unchecked
+        meta["threshold"] = check_threshold(cfg.eval.threshold, str(path), "config eval.threshold")
     return model.eval(), cfg, meta
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pivad.errors import DataError
+from pivad.errors import CheckpointError, DataError
 
 SNIPPET = 16
 
@@ -78,15 +78,23 @@ def score_video(model: Callable, rgb: Any, device: torch.device | str = "cpu", b
 
 
 def score_dataset(model: Callable, dataset: Any, device: torch.device | str = "cpu", batch_crops: int = 10,
-                  progress: bool = False, desc: str = "eval", modality_kwargs: Callable | None = None
-                  ) -> list[VideoResult]:
-    """Score every video of a test-like dataset (entries with name/label/cls/rgb)."""
+                  progress: bool = False, desc: str = "eval", modality_kwargs: Callable | None = None,
+                  model_name: str = "the model") -> list[VideoResult]:
+    """Score every video of a test-like dataset (entries with name/label/cls/rgb).
+
+    NaN or Inf in any video's scores is a :class:`CheckpointError` naming ``model_name`` (its file) and
+    the video: such scores are never a result (their metrics would be undefined or wrong)."""
     out = []
     items = iter_videos(dataset)
     for item in tqdm(items, total=len(dataset), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
         name, label, cls, rgb = _entry(item)
         kwargs = modality_kwargs(item) if modality_kwargs else {}
-        out.append(VideoResult(name, label, cls, score_video(model, rgb, device, batch_crops, **kwargs)))
+        scores = score_video(model, rgb, device, batch_crops, **kwargs)  # (T,)
+        bad = ~np.isfinite(scores)
+        if bad.any():
+            raise CheckpointError(f"{model_name}: the model returned NaN/Inf scores for video {name} "
+                                  f"({int(bad.sum())} of {len(scores)} snippets)")
+        out.append(VideoResult(name, label, cls, scores))
     return out
 
 
@@ -149,9 +157,10 @@ def compute_metrics(videos: list[VideoResult], ap_form: str = "trapezoid") -> di
 
 def evaluate_model(model: Callable, dataset: Any, gt: GroundTruth, *, device: torch.device | str = "cpu",
                    batch_crops: int = 10, ap_form: str = "trapezoid", progress: bool = False,
-                   desc: str = "test", modality_kwargs: Callable | None = None) -> EvalResult:
-    """Score the test set and compute every metric."""
-    videos = score_dataset(model, dataset, device, batch_crops, progress, desc, modality_kwargs)
+                   desc: str = "test", modality_kwargs: Callable | None = None,
+                   model_name: str = "the model") -> EvalResult:
+    """Score the test set and compute every metric (``model_name`` names the model in errors)."""
+    videos = score_dataset(model, dataset, device, batch_crops, progress, desc, modality_kwargs, model_name)
     gt.attach(videos)
     return EvalResult(compute_metrics(videos, ap_form), videos)
 

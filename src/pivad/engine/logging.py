@@ -13,6 +13,11 @@ from pivad.io import atomic_write_text
 
 
 def _clean(value: Any) -> Any:
+    """A logged value as strict JSON holds it: a non-finite float as its text ("nan", "inf"), at any depth."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -54,7 +59,7 @@ class MetricLogger:
         record = {"global_step": global_step, "phase": phase, "step": step}
         record.update({k: _clean(v) for k, v in values.items()})
         with open(self.path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(json.dumps(record, allow_nan=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         if self.echo and "selection_score" in values:

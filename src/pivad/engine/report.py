@@ -17,7 +17,7 @@ import torch
 from pivad.engine.checkpoint import load_model
 from pivad.engine.evaluate import (EvalResult, GroundTruth, evaluate_model, format_table, modality_inputs,
                                    save_scores)
-from pivad.io import atomic_write_json
+from pivad.io import atomic_write_json, json_safe
 
 NAMES = {"urdmu": "UR-DMU", "pivad": "π-VAD"}
 
@@ -85,7 +85,7 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], out_dir: Path, *, overrid
         mods = modality_inputs(cfg) if meta["kind"] == "pivad" else None
         result = evaluate_model(infer, test, gt, device=device, batch_crops=cfg.eval.batch_crops,
                                 ap_form=cfg.eval.ap_form, progress=progress, desc=f"test {key}",
-                                modality_kwargs=mods)
+                                modality_kwargs=mods, model_name=str(path))
         label = "test-selected" if cfg.train.selection == "test" else "val-selected"
         if key == "last":
             label = "last"
@@ -93,6 +93,7 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], out_dir: Path, *, overrid
                         "phase": meta.get("phase"), "step": meta.get("step"), **result.metrics}
         results[key] = result
         models[key] = (model, device, meta["kind"])
+    for key, result in results.items():  # written once every checkpoint has scored: a bad one replaces nothing
         save_scores(out_dir / "scores" / f"{key}.npz", result.videos)
 
     selection = cfg0.train.selection if cfg0 is not None else "val"
@@ -109,21 +110,10 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], out_dir: Path, *, overrid
     }
     if plots and results:
         report["plots"] = _make_plots(results, entries, models, test, out_dir / "plots", cfg0)
-    atomic_write_json(out_dir / "metrics.json", _json_safe(report))
+    atomic_write_json(out_dir / "metrics.json", json_safe(report))  # undefined metrics (NaN) -> null
     if print_table:
         print(render_table(report), file=sys.stdout)
     return report
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN/inf -> None (strict JSON); the metrics' ``notes`` say why a value is undefined."""
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def row_name(key: str, entry: dict) -> str:
