@@ -70,7 +70,9 @@ def test_stream_matches_offline_semantics(setup):
     # the feature-level replay (used to measure streamed vs offline on long videos) gives the same scores
     replayed, final = stream_features(feats, scorer, window=8, lag=0)
     np.testing.assert_array_equal(replayed, [s.score for s in emitted])
-    np.testing.assert_array_equal(final, streamer.final_scores)
+    # the final window is one more model call on the same features; its kernels may round differently (1 ulp on
+    # AVX2 CPUs), so the same 1e-6 as the offline comparison above
+    np.testing.assert_allclose(final, streamer.final_scores, rtol=0, atol=1e-6)
     # lag 1: snippet s is emitted once s+1 completes and sees it
     _, lagged = _stream(scorer, encoder, window=8, lag=1)
     assert [s.emitted_after for s in lagged] == [2, 3, 3]

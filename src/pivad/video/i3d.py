@@ -20,6 +20,7 @@ Axis legend: N clips, C channels, T frames, H height, W width.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -55,10 +56,25 @@ def _traced() -> bool:
     return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
 
 
+@functools.cache
+def _onednn_supports(dtype: torch.dtype) -> bool:
+    """oneDNN's fused convolution runs in ``dtype`` on this CPU: its bfloat16 path needs AVX-512 (BW, VL,
+    DQ) or AVX-NE-CONVERT and raises elsewhere (AVX2 machines), where plain ``conv3d`` still runs bf16."""
+    if dtype == torch.float32:
+        return True
+    x = torch.zeros(1, 1, 1, 1, 1, dtype=dtype)  # one 1x1x1 convolution tells
+    try:
+        with torch.no_grad():
+            _CONV_RELU(x, x, None, [0, 0, 0], [1, 1, 1], [1, 1, 1], 1, "relu", [None], "")
+    except RuntimeError:
+        return False
+    return True
+
+
 def _onednn_ready(x: torch.Tensor) -> bool:
-    """The fused oneDNN call applies: CPU, no autograd, not traced."""
+    """The fused oneDNN call applies: CPU, no autograd, not traced, a dtype this CPU's oneDNN runs."""
     return (_CONV_RELU is not None and x.device.type == "cpu" and torch.backends.mkldnn.is_available()
-            and not torch.is_grad_enabled() and not _traced())  # fmt: skip
+            and not torch.is_grad_enabled() and not _traced() and _onednn_supports(x.dtype))  # fmt: skip
 
 
 def _version(t: torch.Tensor) -> int:
