@@ -132,12 +132,23 @@ def _fit_problem(exc: RuntimeError) -> str:
     return first_line(RuntimeError(detail or (lines[0] if lines else type(exc).__name__)), 200)
 
 
+def checkpoint_config(ckpt: dict, path: str | Path = "<memory>") -> Any:
+    """The Config stored in a loaded checkpoint, checked as a config file is (a bad value is a
+    :class:`CheckpointError` naming the file and the key, before anything is built from it)."""
+    from pivad.config import from_dict
+    from pivad.errors import ConfigError
+
+    try:
+        return from_dict(ckpt["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
 def model_from_checkpoint(ckpt: dict, path: str | Path = "<memory>") -> tuple[torch.nn.Module, Any]:
     """Rebuild the model stored in a loaded checkpoint dict; returns (model, Config)."""
-    from pivad.config import from_dict
     from pivad.models.factory import build_model
 
-    cfg = from_dict(ckpt["config"])
+    cfg = checkpoint_config(ckpt, path)
     kind = ckpt["kind"]
     if kind not in ("urdmu", "pivad"):
         raise CheckpointError(f"{path}: unknown model kind {kind!r}")
