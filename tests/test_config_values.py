@@ -160,3 +160,73 @@ def test_from_dict_names_nested_keys_and_unknown_ones():
         from_dict({"data": {"modalities": [{"name": "a", "dim": 3, "width": 1}]}})
     with pytest.raises(ConfigError, match=r"^unknown config key 'a\\nb'"):  # a newline in a key stays escaped
         from_dict({"a\nb": 1})
+
+
+def test_yaml_reads_exponents_without_a_dot_as_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 3e-4\n  weight_decay: 1E-5\n")
+    cfg = load_config(path)
+    assert cfg.train.lr == 3e-4 and cfg.train.weight_decay == 1e-5
+
+
+# ------------------------------------------------------------------------------------------- config files
+
+
+def _pivad(*args: str, timeout: float = 60):
+    """``pivad`` in a subprocess (a config read that blocks must fail the test, not hang it)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    return subprocess.run([sys.executable, "-m", "pivad.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("data:\n  name: caf\u00e9\n".encode("latin-1"))
+    assert main(["config", "show", "-c", str(path)]) == 2
+    _one_line(capsys, f"{path}: not UTF-8 text (byte 0xe9 on line 2)")
+    assert main(["train", "-c", str(path)]) == 2
+    _one_line(capsys, f"{path}: not UTF-8 text")
+    path.write_bytes(b"\xef\xbb\xbfdata:\n  name: cafe\n")  # a UTF-8 byte order mark is fine
+    assert load_config(path).data.name == "cafe"
+
+
+def test_a_config_that_is_not_a_regular_file_is_refused_without_reading(tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    done = _pivad("config", "show", "-c", str(fifo))  # read, it would wait for a writer for ever
+    assert done.returncode == 2 and done.stderr == f"pivad: error: {fifo}: cannot read config file (not a regular file)\n"
+    link = tmp_path / "link.yaml"
+    link.symlink_to("/dev/zero")
+    done = _pivad("train", "-c", str(link))  # read, it would fill the memory
+    assert done.returncode == 2 and done.stderr == f"pivad: error: {link}: cannot read config file (not a regular file)\n"
+    assert main(["config", "show", "-c", str(tmp_path)]) == 2
+    _one_line(capsys, f"{tmp_path}: cannot read config file (a folder)")
+
+
+def test_a_huge_config_file_is_refused_before_it_is_read(tmp_path, capsys):
+    path = tmp_path / "huge.yaml"
+    with open(path, "wb") as f:
+        f.write(b"# comment\n" * 1000)
+        f.truncate(4 << 30)  # 4 GiB, sparse
+    assert main(["config", "show", "-c", str(path)]) == 2
+    _one_line(capsys, f"{path}: not a config file (larger than 1024 KiB)")
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("train:\n  seed: 2021-02-30\n", "not valid YAML (day is out of range for month)"),
+    ("? [a, b]\n: 1\n", "not valid YAML (found unhashable key"),
+    ("train: " + "[" * 5000 + "]" * 5000 + "\n", "not valid YAML"),
+    ("data:\n  name: 2021-02-03\n", "config key 'data.name': expected a string, got datetime.date(2021, 2, 3)"),
+])
+def test_yaml_oddities_are_one_line(tmp_path, capsys, text, problem):
+    path = tmp_path / "odd.yaml"
+    path.write_text(text)
+    assert main(["config", "show", "-c", str(path)]) == 2
+    _one_line(capsys, f"{path}: {problem}")
