@@ -111,16 +111,18 @@ def grid_cells(cfg: Config, grid: str | None, specs: list[str] | None) -> tuple[
 def _train_and_evaluate(cfg: Config, run_dir: Path, progress: bool) -> dict:
     """Train (or continue) one run and evaluate its selected checkpoint; returns metrics.json's content."""
     from pivad.engine.report import evaluate_checkpoints
+    from pivad.engine.runs import run_lock
     from pivad.engine.trainer import train
 
     metrics = run_dir / "metrics.json"
     if metrics.is_file():
         return json.loads(metrics.read_text())
-    result = train(cfg, run_dir, resume=(run_dir / "last.pt").is_file(), progress=progress)
-    if result.interrupted:
-        raise KeyboardInterrupt
-    return evaluate_checkpoints({"best": run_dir / "best.pt"}, run_dir, progress=progress, plots=False,
-                                print_table=False)
+    with run_lock(run_dir):  # a second ablation (or a train --resume) of this cell is refused
+        result = train(cfg, run_dir, resume=(run_dir / "last.pt").is_file(), progress=progress)
+        if result.interrupted:
+            raise KeyboardInterrupt
+        return evaluate_checkpoints({"best": run_dir / "best.pt"}, run_dir, progress=progress, plots=False,
+                                    print_table=False)
 
 
 def run_ablation(cfg: Config, *, grid: str | None = None, specs: list[str] | None = None,

@@ -466,5 +466,11 @@ class Trainer:
 
 def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, stop_after: int | None = None,
           progress: bool = True) -> TrainResult:
-    """Train per ``cfg`` into ``run_dir`` (or continue it with ``resume=True``)."""
-    return Trainer(cfg, run_dir, resume=resume, stop_after=stop_after, progress=progress).run()
+    """Train per ``cfg`` into ``run_dir`` (or continue it with ``resume=True``), holding the run folder's
+    lock on rank 0 (:func:`pivad.engine.runs.run_lock`: a second writer is refused)."""
+    from contextlib import nullcontext
+
+    from pivad.engine.runs import run_lock
+
+    with run_lock(run_dir) if ddp.init_distributed(cfg.train.device).is_main else nullcontext():
+        return Trainer(cfg, run_dir, resume=resume, stop_after=stop_after, progress=progress).run()
