@@ -230,3 +230,14 @@ def test_yaml_oddities_are_one_line(tmp_path, capsys, text, problem):
     path.write_text(text)
     assert main(["config", "show", "-c", str(path)]) == 2
     _one_line(capsys, f"{path}: {problem}")
+
+
+def test_a_string_that_looks_like_a_number_survives_save_and_show(tmp_path, capsys):
+    from pivad.config import save_config
+
+    cfg = load_config(None, {"data": {"annotation": "1e-4", "name": "2E5"}})
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+    assert main(["config", "show", "--data.annotation", "'1e-4'"]) == 0
+    (tmp_path / "shown.yaml").write_text(capsys.readouterr().out)
+    assert load_config(tmp_path / "shown.yaml").data.annotation == "1e-4"

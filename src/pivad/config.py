@@ -466,18 +466,12 @@ def from_dict(values: dict) -> Config:
 
 
 def parse_value(text: str) -> Any:
-    """Parse a command-line value with YAML rules (``3e-4`` -> float, ``true`` -> bool, ``[a, b]`` -> list)."""
+    """Parse a command-line value as a config file's value (``3e-4`` -> float, ``true`` -> bool, ``[a, b]`` ->
+    list, ``"'1e-4'"`` -> str); text that is not YAML stays text."""
     try:
-        value = yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: a date such as 2021-02-30
         return text
-    # YAML 1.1 reads "1e-4" (no dot) as a string; accept it as a number.
-    if isinstance(value, str):
-        try:
-            return float(value) if any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            return value
-    return value
 
 
 def overrides_to_dict(overrides: list[str]) -> dict:
@@ -532,9 +526,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-# YAML 1.1 reads "1e-4" (no dot) as a string; read it as a number, as YAML 1.2 and the command line do.
-_UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that quotes the strings :class:`_UniqueKeyLoader` would read as something else."""
+
+
+# YAML 1.1 reads "1e-4" (no dot) as a string; read it as a number, as YAML 1.2 and the command line do
+# (and quote a string that looks like one when saving, so that it reads back as a string).
+for _cls in (_UniqueKeyLoader, _Dumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float",
+                               re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def _read_config_text(path: Path) -> str:
@@ -596,6 +596,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     return from_dict(values)
 
 
+def config_yaml(cfg: Config) -> str:
+    """The config as YAML text that :func:`load_config` reads back to the same config."""
+    return yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False)
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, config_yaml(cfg))
