@@ -241,3 +241,14 @@ def test_a_string_that_looks_like_a_number_survives_save_and_show(tmp_path, caps
     assert main(["config", "show", "--data.annotation", "'1e-4'"]) == 0
     (tmp_path / "shown.yaml").write_text(capsys.readouterr().out)
     assert load_config(tmp_path / "shown.yaml").data.annotation == "1e-4"
+
+
+def test_ablation_values_are_checked_before_the_first_run(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  steps: 1\n")
+    out = tmp_path / "grid"
+    assert main(["ablate", "-c", str(cfg), "--set", "inductor.tau=0.1,-1", "--out", str(out)]) == 2
+    _one_line(capsys, "ablation cell tau=-1: config key 'inductor.tau': must be > 0, got -1.0")
+    assert main(["ablate", "-c", str(cfg), "--set", "inductor.tau=0.1", "--seeds", "0,-3", "--out", str(out)]) == 2
+    _one_line(capsys, "ablation cell seed -3: config key 'train.seed': must be >= 0, got -3")
+    assert not out.exists()

@@ -166,10 +166,10 @@ NONNEGATIVE = Range(0.0)  # a weight, a decay, "0: the default"
 PATH = PathText()
 
 
-def setting(default: Any = dataclasses.MISSING, check: Check | None = None, *,
-            factory: Any = dataclasses.MISSING) -> Any:
-    """A config field with the values it allows (``check``), enforced by :func:`check_config`."""
-    return field(default=default, default_factory=factory, metadata={"check": check} if check else {})
+def setting(default: Any = dataclasses.MISSING, check: Check | None = None) -> Any:
+    """A config field with its default (none: the key is required) and the values it allows (``check``,
+    enforced by :func:`check_config`)."""
+    return field(default=default, metadata={"check": check} if check else {})
 
 
 # ------------------------------------------------------------------------------------------ sections
@@ -309,7 +309,7 @@ class Config:
 
 
 class _KeyProblem(ConfigError):
-    """A problem with one key, raised with the key relative to its section; :func:`_build` prefixes the
+    """A problem with one key, raised with the key relative to its section; :func:`_coerce` prefixes the
     section's name as the error travels up, so the message names the full dotted key."""
 
     def __init__(self, key: str, problem: str, *, unknown: bool = False) -> None:

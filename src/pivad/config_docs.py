@@ -59,6 +59,10 @@ def render() -> str:
         f"The caps on widths ({config_module.MAX_WIDTH}), `data.num_segments` ({config_module.MAX_SEGMENTS}) and "
         f"batch sizes ({config_module.MAX_BATCH}) are far",
         "above any setting in use; they refuse a typo before it becomes a terabyte allocation.",
+        f"A config file is a UTF-8 YAML file of at most {config_module.MAX_CONFIG_BYTES >> 20} MiB (a FIFO, a device or a "
+        "folder is refused",
+        "without being read); `1e-4` is a number in a file as on the command line, quote a string that",
+        "looks like one (`'1e-4'`).",
         "",
     ]
     mod_comments = field_comments(config_module.ModalityConfig)

@@ -125,12 +125,22 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, progress: bool) -> dict:
                                     print_table=False)
 
 
+def _check_cells(base: dict, cells: list[tuple[str, dict]], seeds: list[int]) -> None:
+    """Every cell's and seed's config checked before the first run trains (not hours later, at its turn)."""
+    for label, over in [(f"seed {seed}", {"train": {"seed": seed}}) for seed in seeds] + cells:
+        try:
+            from_dict(merge_dict(base, over))
+        except ConfigError as exc:
+            raise ConfigError(f"ablation cell {label}: {exc}") from None
+
+
 def run_ablation(cfg: Config, *, grid: str | None = None, specs: list[str] | None = None,
                  seeds: list[int] = (0,), out_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Train every (cell, seed) not yet done, then write and return the table."""
     name, cells = grid_cells(cfg, grid, specs)
     root = Path(out_dir) if out_dir else Path(cfg.train.out_dir) / "ablate" / cfg.data.name / name
     base = to_dict(cfg)
+    _check_cells(base, cells, seeds)
     rows: dict[str, list[dict]] = {}
     total = len(seeds) * (len(cells) + 1)
     done = 0
