@@ -181,9 +181,8 @@ def test_bf16_training_run_has_finite_float32_losses(tmp_path, tiny_dataset):
 
 
 def test_unknown_precision_is_refused(tiny_dataset):
-    cfg = tiny_config(tiny_dataset, train={"precision": "fp16"})
     with pytest.raises(ConfigError, match="train.precision"):
-        plan_phases(cfg)
+        tiny_config(tiny_dataset, train={"precision": "fp16"})
 
 
 def test_to_float_leaves_float32_tensors_as_they_are():

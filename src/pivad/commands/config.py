@@ -17,10 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
+    from pivad.config import config_yaml
 
-    from pivad.config import to_dict
-
-    cfg = config_from_args(args)
-    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    print(config_yaml(config_from_args(args)), end="")
     return 0

@@ -88,12 +88,17 @@ def run(args: argparse.Namespace) -> int:
     official = args.ckpt and overrides is not None and _is_official(Path(args.ckpt))
     if not official:
         _note_ignored(args.overrides)
-    evaluate_checkpoints(checkpoints, out, overrides=overrides, progress=not args.no_progress,
-                         plots=not args.no_plots)
-    print(f"metrics: {out / 'metrics.json'}")
-    if args.html:
-        from pivad.report.evaluation import write_evaluation_html
+    from contextlib import nullcontext
 
-        log = (run_dir if args.run else ckpt.parent) / "log.jsonl"
-        print(f"report: {write_evaluation_html(out, log if log.is_file() else None)}")
+    from pivad.engine.runs import is_run_dir, run_lock
+
+    with run_lock(out) if is_run_dir(out) else nullcontext():  # not while a run (or evaluation) writes there
+        evaluate_checkpoints(checkpoints, out, overrides=overrides, progress=not args.no_progress,
+                             plots=not args.no_plots)
+        print(f"metrics: {out / 'metrics.json'}")
+        if args.html:
+            from pivad.report.evaluation import write_evaluation_html
+
+            log = (run_dir if args.run else ckpt.parent) / "log.jsonl"
+            print(f"report: {write_evaluation_html(out, log if log.is_file() else None)}")
     return 0

@@ -2,12 +2,14 @@
 
 Trains the UR-DMU teacher (or loads ``train.teacher_ckpt``), then π-VAD steps 1 and 2, into
 ``<train.out_dir>/<model>/<dataset>/v<N>/``; evaluates the kept checkpoints on the test set at the end.
-Under ``torchrun`` every rank runs this; only rank 0 writes.
+Under ``torchrun`` every rank runs this; only rank 0 writes, holding the run folder's lock
+(:func:`pivad.engine.runs.run_lock`): a second ``pivad train`` into the same folder is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -23,25 +25,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # test hook
 
 
-def _shared_run_dir(cfg, requested: str | None) -> Path:
-    """Rank 0 creates the run folder; under torchrun the others receive its path."""
+def _claim_run_dir(cfg, args: argparse.Namespace, stack: contextlib.ExitStack) -> Path:
+    """Rank 0 finds (``--resume``, ``--run-dir``) or creates the run folder and locks it for the rest of
+    the command; under torchrun the others receive its path, or the reason it could not be had."""
     from pivad.engine import ddp
-    from pivad.engine.runs import new_run_dir
+    from pivad.engine.runs import new_run_dir, resolve_run_dir, run_lock
+    from pivad.errors import ConfigError, PivadError
 
     info = ddp.init_distributed(cfg.train.device)
-    path = None
+    path = problem = None
     if info.is_main:
-        if requested:
-            path = Path(requested)
-            path.mkdir(parents=True, exist_ok=True)
-        else:  # `latest` moves only once the run holds a checkpoint (finish_run)
-            path = new_run_dir(cfg.train.out_dir, cfg.train.model, cfg.data.name, link=False)
+        try:
+            if args.resume:
+                path = resolve_run_dir(args.resume)
+            elif args.run_dir:
+                path = Path(args.run_dir)
+            else:  # `latest` moves only once the run holds a checkpoint (finish_run)
+                path = new_run_dir(cfg.train.out_dir, cfg.train.model, cfg.data.name, link=False)
+            stack.enter_context(run_lock(path))
+        except PivadError as exc:
+            if not info.enabled:
+                raise
+            problem = exc
     if info.enabled:
         import torch.distributed as dist
 
-        box = [str(path) if path else None]
+        box = [(str(path) if path else None, str(problem) if problem else None)]
         dist.broadcast_object_list(box, src=0)
-        path = Path(box[0])
+        if box[0][1]:
+            ddp.shutdown(info)  # every rank leaves the group before it stops
+            raise problem if problem else ConfigError(box[0][1])
+        path = Path(box[0][0])
     return path
 
 
@@ -60,19 +74,14 @@ def _resume_line(run_dir: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from pivad.config import load_config
-    from pivad.engine.ddp import init_distributed, shutdown
-    from pivad.engine.report import evaluate_run
     from pivad.engine.preflight import check_run_inputs
-    from pivad.engine.runs import finish_run, resolve_run_dir
-    from pivad.engine.trainer import train
+    from pivad.engine.runs import resolve_run_dir
     from pivad.errors import ConfigError
 
-    created = False
     if args.resume:
         if args.config or args.overrides:
             raise ConfigError("--resume continues a run with its own config.yaml: drop -c and overrides")
-        run_dir = resolve_run_dir(args.resume)
-        cfg = load_config(run_dir / "config.yaml")
+        cfg = load_config(resolve_run_dir(args.resume) / "config.yaml")
     else:
         if not args.config:
             raise ConfigError("pivad train: give -c CONFIG (e.g. configs/ucf_crime.yaml) or --resume RUN_DIR; "
@@ -80,8 +89,16 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         # every input the run will read, before a run folder exists (a bad one must not leave an empty vN)
         check_run_inputs(cfg, evaluate=not args.no_eval, out_dir=args.run_dir)
-        created = not args.run_dir
-        run_dir = _shared_run_dir(cfg, args.run_dir)
+    with contextlib.ExitStack() as stack:  # the run folder stays locked until the command ends
+        return _train(cfg, args, _claim_run_dir(cfg, args, stack))
+
+
+def _train(cfg, args: argparse.Namespace, run_dir: Path) -> int:
+    from pivad.engine.ddp import init_distributed, shutdown
+    from pivad.engine.report import evaluate_run
+    from pivad.engine.runs import finish_run
+    from pivad.engine.trainer import train
+
     info = init_distributed(cfg.train.device)
     if info.is_main:
         print(f"run directory: {run_dir}", file=sys.stderr)
@@ -92,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                        progress=not args.no_progress)
     finally:
         if info.is_main and not args.run_dir and not args.resume:
-            finish_run(run_dir, created)
+            finish_run(run_dir, created=True)
     if result.interrupted:
         if info.is_main:
             print(f"pivad: stopped at step {result.global_step}; continue with: pivad train --resume {run_dir}",

@@ -111,16 +111,27 @@ def grid_cells(cfg: Config, grid: str | None, specs: list[str] | None) -> tuple[
 def _train_and_evaluate(cfg: Config, run_dir: Path, progress: bool) -> dict:
     """Train (or continue) one run and evaluate its selected checkpoint; returns metrics.json's content."""
     from pivad.engine.report import evaluate_checkpoints
+    from pivad.engine.runs import run_lock
     from pivad.engine.trainer import train
 
     metrics = run_dir / "metrics.json"
     if metrics.is_file():
         return json.loads(metrics.read_text())
-    result = train(cfg, run_dir, resume=(run_dir / "last.pt").is_file(), progress=progress)
-    if result.interrupted:
-        raise KeyboardInterrupt
-    return evaluate_checkpoints({"best": run_dir / "best.pt"}, run_dir, progress=progress, plots=False,
-                                print_table=False)
+    with run_lock(run_dir):  # a second ablation (or a train --resume) of this cell is refused
+        result = train(cfg, run_dir, resume=(run_dir / "last.pt").is_file(), progress=progress)
+        if result.interrupted:
+            raise KeyboardInterrupt
+        return evaluate_checkpoints({"best": run_dir / "best.pt"}, run_dir, progress=progress, plots=False,
+                                    print_table=False)
+
+
+def _check_cells(base: dict, cells: list[tuple[str, dict]], seeds: list[int]) -> None:
+    """Every cell's and seed's config checked before the first run trains (not hours later, at its turn)."""
+    for label, over in [(f"seed {seed}", {"train": {"seed": seed}}) for seed in seeds] + cells:
+        try:
+            from_dict(merge_dict(base, over))
+        except ConfigError as exc:
+            raise ConfigError(f"ablation cell {label}: {exc}") from None
 
 
 def run_ablation(cfg: Config, *, grid: str | None = None, specs: list[str] | None = None,
@@ -129,6 +140,7 @@ def run_ablation(cfg: Config, *, grid: str | None = None, specs: list[str] | Non
     name, cells = grid_cells(cfg, grid, specs)
     root = Path(out_dir) if out_dir else Path(cfg.train.out_dir) / "ablate" / cfg.data.name / name
     base = to_dict(cfg)
+    _check_cells(base, cells, seeds)
     rows: dict[str, list[dict]] = {}
     total = len(seeds) * (len(cells) + 1)
     done = 0

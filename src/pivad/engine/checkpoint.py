@@ -201,15 +201,22 @@ def _fit_problem(exc: RuntimeError) -> str:
     return first_line(RuntimeError(detail or (lines[0] if lines else type(exc).__name__)), 200)
 
 
-def model_from_checkpoint(ckpt: dict, path: str | Path = "<memory>") -> tuple[torch.nn.Module, Any]:
-    """Rebuild the model stored in a loaded checkpoint dict; returns (model, Config)."""
+def checkpoint_config(ckpt: dict, path: str | Path = "<memory>") -> Any:
+    """The Config stored in a loaded checkpoint, checked as a config file is (a bad value is a
+    :class:`CheckpointError` naming the file and the key, before anything is built from it)."""
     from pivad.config import from_dict
-    from pivad.models.factory import build_model
 
     try:
-        cfg = from_dict(ckpt["config"])
-    except ConfigError as exc:  # one line, however the stored value prints
-        raise CheckpointError(f"{path}: its {_shown_text(str(exc), 200)}") from None
+        return from_dict(ckpt["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {_shown_text(str(exc), 200)}") from None  # one line, however the value prints
+
+
+def model_from_checkpoint(ckpt: dict, path: str | Path = "<memory>") -> tuple[torch.nn.Module, Any]:
+    """Rebuild the model stored in a loaded checkpoint dict; returns (model, Config)."""
+    from pivad.models.factory import build_model
+
+    cfg = checkpoint_config(ckpt, path)
     kind = ckpt["kind"]
     if kind not in ("urdmu", "pivad"):
         raise CheckpointError(f"{path}: unknown model kind {_shown(kind)}")

@@ -75,8 +75,6 @@ def check_run_inputs(cfg: Config, *, evaluate: bool = True, out_dir: str | Path 
     plan_phases(cfg)
     check_output_dir(out_dir if out_dir is not None else cfg.train.out_dir,
                      "--run-dir" if out_dir is not None else "train.out_dir")
-    if cfg.data.num_crops < 0:
-        raise ConfigError(f"data.num_crops: must be >= 0 (0: any number of crops), got {cfg.data.num_crops}")
     train_items = _check_features(cfg, "train")
     needs_test = evaluate or cfg.train.selection == "test"
     test_items = _check_features(cfg, "test") if needs_test else None

@@ -1,15 +1,19 @@
 """Run directories: ``<out_dir>/<model>/<dataset>/v<N>/`` with a ``latest`` link beside them.
 
 A run directory holds ``config.yaml`` (the resolved config), ``last.pt`` / ``best.pt`` (and
-``teacher.pt`` for π-VAD runs), ``log.jsonl``, ``metrics.json``, ``plots/`` and ``scores/``.
+``teacher.pt`` for π-VAD runs), ``log.jsonl``, ``metrics.json``, ``plots/`` and ``scores/``; while a
+process writes it, also ``.pivad.lock`` (:func:`run_lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
+from typing import IO, Iterator
 
 from pivad.errors import ConfigError
 
@@ -55,7 +59,8 @@ def new_run_dir(out_dir: str | Path, model: str, dataset: str, *, link: bool = T
 
 
 CHECKPOINTS = ("teacher.pt", "best.pt", "last.pt")
-_OWN_ENTRIES = {"config.yaml", "log.jsonl", "tb"}  # what a run writes before its first checkpoint
+LOCK_FILE = ".pivad.lock"
+_OWN_ENTRIES = {"config.yaml", "log.jsonl", "tb", LOCK_FILE}  # what a run writes before its first checkpoint
 
 
 def has_checkpoint(run_dir: Path) -> bool:
@@ -80,3 +85,92 @@ def resolve_run_dir(path: str | Path) -> Path:
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{path}: not a run directory (no config.yaml)")
     return run_dir
+
+
+# ------------------------------------------------------------------------------------------------ lock
+
+_held: dict[Path, list] = {}  # run folder (resolved) -> [lock file, depth]: this process's locks
+
+
+def _try_lock(run_dir: Path, shown: str | Path) -> IO[str] | None:
+    """Open ``run_dir``'s lock file and take its exclusive advisory lock without waiting; the open file
+    (which holds the lock), or None where the filesystem has no locks."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no advisory locks on this platform
+        return None
+    path = run_dir / LOCK_FILE
+    for _ in range(10):
+        try:
+            f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open as the lock
+        except OSError as exc:
+            raise ConfigError(f"{shown}: cannot lock the run folder ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read(32).strip()
+            f.close()
+            who = f"process {holder}" if holder.isdigit() else "another process"
+            raise ConfigError(f"{shown}: run folder in use by {who}; wait for it to end, or write elsewhere"
+                              ) from None
+        except OSError as exc:  # e.g. a network filesystem without flock: go on unlocked, and say so
+            f.close()
+            print(f"pivad: warning: {shown}: cannot lock the run folder ({exc.strerror or exc}); a second "
+                  "process writing it would not be stopped", file=sys.stderr)
+            return None
+        try:
+            same = os.path.samestat(os.fstat(f.fileno()), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:  # not a file the previous holder unlinked on its way out
+            f.truncate(0)
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            return f
+        f.close()
+    raise ConfigError(f"{shown}: cannot lock the run folder (its lock file keeps changing)")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold ``run_dir``'s advisory lock (``fcntl.flock`` on ``.pivad.lock`` inside it) for the block: a
+    second process that asks for it gets a :class:`ConfigError` at once. The kernel releases the lock
+    when the process dies, so a killed run can be resumed. Re-entrant within one process. The folder is
+    made if needed (and removed again if it is left empty); the lock file is removed on the way out."""
+    key = Path(run_dir).resolve()
+    if key in _held:
+        _held[key][1] += 1
+        try:
+            yield
+        finally:
+            _held[key][1] -= 1
+        return
+    made = not key.is_dir()
+    try:
+        key.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{run_dir}: cannot make the run folder ({exc.strerror or exc})") from None
+    try:
+        f = _try_lock(key, run_dir)
+    except ConfigError:
+        if made:
+            key.rmdir()
+        raise
+    _held[key] = [f, 1]
+    try:
+        yield
+    finally:
+        del _held[key]
+        if f is not None:
+            with contextlib.suppress(OSError):
+                (key / LOCK_FILE).unlink()  # still holding it: nobody can take the unlinked file meanwhile
+            f.close()
+        if made:
+            with contextlib.suppress(OSError):
+                key.rmdir()  # made here and left empty
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a run folder (holds ``config.yaml``)."""
+    return (Path(path) / "config.yaml").is_file()

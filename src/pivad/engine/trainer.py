@@ -33,13 +33,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pivad.config import Config, from_dict, save_config, to_dict
+from pivad.config import Config, check_config, save_config, to_dict
 from pivad.engine import ddp
-from pivad.engine.checkpoint import (load_checkpoint, load_model, rng_state, save_checkpoint,
+from pivad.engine.checkpoint import (checkpoint_config, load_checkpoint, load_model, rng_state, save_checkpoint,
                                      set_rng_state)
 from pivad.engine.evaluate import GroundTruth, modality_inputs, selection_score
 from pivad.engine.logging import MetricLogger
-from pivad.engine.precision import autocast, check_precision, prepare_model, to_float
+from pivad.engine.precision import autocast, prepare_model, to_float
 from pivad.errors import CheckpointError, ConfigError
 
 PHASES = ("teacher", "first", "second")
@@ -57,16 +57,7 @@ class TrainResult:
 
 def plan_phases(cfg: Config) -> list[tuple[str, int]]:
     """(phase, steps) in order for this config."""
-    t = cfg.train
-    if t.model not in ("urdmu", "pivad"):
-        raise ConfigError(f"train.model: expected urdmu or pivad, got {t.model!r}")
-    if t.selection not in ("val", "test"):
-        raise ConfigError(f"train.selection: expected val or test, got {t.selection!r}")
-    if t.student_init not in ("random", "teacher"):
-        raise ConfigError(f"train.student_init: expected random or teacher, got {t.student_init!r}")
-    check_precision(t.precision)
-    if t.micro_batch < 0 or t.micro_batch % 2:
-        raise ConfigError(f"train.micro_batch: expected 0 or an even number of crops, got {t.micro_batch}")
+    t = check_config(cfg).train  # values set on the object after it was loaded are checked too
     if t.model == "urdmu":
         return [("teacher", t.teacher_steps)]
     phases = [] if t.teacher_ckpt else [("teacher", t.teacher_steps)]
@@ -197,7 +188,7 @@ class Trainer:
             if not last.is_file():
                 raise CheckpointError(f"{last}: nothing to resume (no last.pt in the run directory)")
             self.resume_ckpt = load_checkpoint(last)
-            cfg = from_dict(self.resume_ckpt["config"])  # a run continues with its own config
+            cfg = checkpoint_config(self.resume_ckpt, last)  # a run continues with its own config
         self.cfg = cfg
         self.phases = plan_phases(cfg)
         self.stop_after = stop_after  # test hook: checkpoint and leave after this global step
@@ -479,5 +470,11 @@ class Trainer:
 
 def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, stop_after: int | None = None,
           progress: bool = True) -> TrainResult:
-    """Train per ``cfg`` into ``run_dir`` (or continue it with ``resume=True``)."""
-    return Trainer(cfg, run_dir, resume=resume, stop_after=stop_after, progress=progress).run()
+    """Train per ``cfg`` into ``run_dir`` (or continue it with ``resume=True``), holding the run folder's
+    lock on rank 0 (:func:`pivad.engine.runs.run_lock`: a second writer is refused)."""
+    from contextlib import nullcontext
+
+    from pivad.engine.runs import run_lock
+
+    with run_lock(run_dir) if ddp.init_distributed(cfg.train.device).is_main else nullcontext():
+        return Trainer(cfg, run_dir, resume=resume, stop_after=stop_after, progress=progress).run()
