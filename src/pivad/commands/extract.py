@@ -129,6 +129,10 @@ def _run_rgb(args: argparse.Namespace) -> int:
     keep_freed_memory()  # I3D's per-clip activations reuse freed memory (this process; Ray workers keep theirs)
     out_dir = Path(args.out)
     jobs = rgb.video_jobs(videos, out_dir, args.crops)
+    from pivad.outputs import check_free_space
+
+    todo = [job for job in jobs if args.overwrite or not job.is_done()]
+    check_free_space(out_dir, rgb.estimated_bytes(todo), f"the features of {len(todo)} video(s)")
     worker = rgb.RGBExtractor(options)
     if not all(job.is_done() for job in jobs) or args.overwrite:
         worker.model  # noqa: B018 - load the weights once, before the first video, so a bad path fails fast

@@ -98,6 +98,22 @@ def video_jobs(videos: list[Path], out_dir: Path, crops: int) -> list[VideoJob]:
     return [VideoJob(v.stem, v, crop_output_paths(out_dir, v.stem, crops)) for v in videos]
 
 
+NPY_HEADER = 128  # bytes before the data in every .npy file np.save writes
+
+
+def estimated_bytes(jobs: list[VideoJob], dim: int = 1024) -> int:
+    """Bytes the ``[T, dim]`` float32 outputs of ``jobs`` will take, T from each video's header frame
+    count (a video that cannot be probed counts 0: it fails on its own, reported with the others)."""
+    total = 0
+    for job in jobs:
+        try:
+            snippets = probe(job.source).n_snippets
+        except PivadError:
+            continue
+        total += len(job.outputs) * (snippets * dim * 4 + NPY_HEADER)
+    return total
+
+
 def read_video_list(path: str | Path) -> list[Path]:
     """Video paths, one per line (``#`` comments and blank lines skipped); relative ones are taken
     relative to the list file's folder."""
