@@ -190,7 +190,7 @@ def export_i3d(out: str | Path, weights: str | None = None, crop_size: int = 224
     from pivad.detect.pipeline import open_onnx_session
     from pivad.extract.rgb import load_i3d
 
-    model = load_i3d(weights, "cpu")
+    model = load_i3d(weights, "cpu", flag="--i3d-weights")
     out = Path(out)
     _check_space(model, out)
     gen = torch.Generator().manual_seed(seed)

