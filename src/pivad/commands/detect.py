@@ -149,7 +149,7 @@ def _run_offline(args: argparse.Namespace, scorer) -> int:
     from pivad.detect.intervals import find_intervals
     from pivad.detect.pipeline import detect_video
     from pivad.detect.report import summary, write_detection
-    from pivad.video.decode import probe
+    from pivad.video.decode import probe, timing_note
 
     if not args.out:
         raise PivadError("offline mode needs --out DIR")
@@ -162,6 +162,7 @@ def _run_offline(args: argparse.Namespace, scorer) -> int:
     i3d = None if args.i3d_onnx else i3d_identity(args.i3d_weights)  # an exported I3D does not say its weights
     notes = feature_warnings((scorer.meta or {}).get("features"), crops=encoder.options.crops,
                              where=args.ckpt or args.onnx, i3d=i3d)
+    notes += filter(None, [timing_note(video, info.fps)])  # a variable frame rate: times are approximate
     if notes and args.strict:
         raise PivadError(f"{notes[0]} (--strict)")
     for note in notes:

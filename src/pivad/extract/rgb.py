@@ -20,7 +20,7 @@ from pivad.errors import CheckpointError, DataError, PivadError, VideoError
 from pivad.extract.runner import Report, VideoJob
 from pivad.io import atomic_save_npy, atomic_write_text
 from pivad.video.crops import CROP, Resize, check_crops, frame_transform, take_crops, to_model_input
-from pivad.video.decode import SNIPPET, frames_short, iter_snippets, probe
+from pivad.video.decode import SNIPPET, frames_short, iter_snippets, probe, timing_note
 
 T = TypeVar("T")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
@@ -267,6 +267,10 @@ class RGBExtractor:
         return np.ascontiguousarray(np.concatenate(feats).transpose(1, 0, 2), dtype=np.float32)  # (C, T, 1024)
 
     def __call__(self, job: VideoJob, report: Report) -> dict[str, Any]:
+        if (note := timing_note(job.source, probe(job.source).fps)) is not None:
+            import sys
+
+            print(f"pivad: warning: {note} (features are per 16 frames, whatever their times)", file=sys.stderr)
         feats = self.extract(job.source, report)  # (C, T, 1024)
         if not np.isfinite(feats).all():
             raise PivadError(f"{job.source}: I3D produced NaN/Inf features")
