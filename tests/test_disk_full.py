@@ -285,3 +285,15 @@ def test_synth_on_a_read_only_mount(tiny_tmpfs, capsys):
         pytest.skip("remount not permitted here")
     assert main(["data", "synth", "--out", str(tiny_tmpfs / "ds"), "--preset", "tiny"]) == 2
     _one_line(capsys, str(tiny_tmpfs / "ds"), "read-only file system")
+
+
+def test_stream_csv_on_a_full_disk_is_one_line(tmp_path, capsys, disk_full_under):
+    ckpt = make_checkpoint(tmp_path / "tiny.pt")
+    csv_dir = tmp_path / "csv"
+    csv_dir.mkdir()
+    disk_full_under(csv_dir)
+    assert main(["detect", "--stream", str(CLIP), "--ckpt", str(ckpt), "--idle-timeout", "0.1", "--csv",
+                 str(csv_dir / "s.csv"), *FAST]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("pivad: error:")]
+    assert errors == [f"pivad: error: {csv_dir / 's.csv'}: no space left on device"] and "Traceback" not in err
