@@ -32,7 +32,8 @@ def test_two_crops_are_the_centre_and_its_mirror():
     frames = np.random.default_rng(0).integers(0, 256, (1, 16, 256, 340, 3), dtype=np.uint8)  # (N, T, H, W, 3)
     crops = take_crops(frames, 2)  # (N, 2, T, 224, 224, 3)
     assert np.array_equal(crops[:, 1], crops[:, 0, :, :, ::-1])
-    assert np.array_equal(crops[:, 0], take_crops(frames, 10)[:, 2]) and np.array_equal(crops[:, 1], take_crops(frames, 10)[:, 7])
+    ten = take_crops(frames, 10)
+    assert np.array_equal(crops[:, 0], ten[:, 2]) and np.array_equal(crops[:, 1], ten[:, 7])
 
 
 def test_detect_takes_the_checkpoints_two_crops_without_a_warning(tmp_path, capsys):

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 
 from pivad.cli import main
-from pivad.config import save_config
 from test_bad_input import _one_line
 from test_detect import FAST, make_checkpoint
 from test_resume import tiny_config

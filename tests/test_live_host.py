@@ -12,7 +12,8 @@ from pivad.report.live import live_page_for
 
 def _get(port: int, path: str, host: str | None) -> tuple[int, bytes]:
     """A raw HTTP/1.1 GET on loopback with exactly the ``Host`` header given (none if None)."""
-    request = f"GET {path} HTTP/1.1\r\n" + (f"Host: {host}\r\n" if host is not None else "") + "Connection: close\r\n\r\n"
+    header = f"Host: {host}\r\n" if host is not None else ""
+    request = f"GET {path} HTTP/1.1\r\n{header}Connection: close\r\n\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(request.encode("latin-1"))
         reply = b""

@@ -6,9 +6,10 @@ ends inclusive; events are clipped to those ``snippet * T`` frames (an event tha
 is dropped), but only by up to one snippet: the field's extractors drop a video's last partial
 snippet, and UCF_Annotation.txt has 7 events that end in those frames (Fighting003: 16 past the
 features' end). An event that ends further out belongs to another video or frame rate: a DataError
-naming the annotation line, the video and the event. Videos are concatenated in list order. Using the feature lengths -- not the frame counts
-of the annotation -- keeps the ground truth the same length as the scores: the published
-``gt-ucf.npy`` has 1,109,680 frames while ``sum(n // 16 * 16)`` over UCF_Annotation.txt is 1,109,824.
+naming the annotation line, the video and the event. Videos are concatenated in list order. Using
+the feature lengths -- not the frame counts of the annotation -- keeps the ground truth the same
+length as the scores: the published ``gt-ucf.npy`` has 1,109,680 frames while ``sum(n // 16 * 16)``
+over UCF_Annotation.txt is 1,109,824.
 
 Videos are matched to annotations by id (:func:`pivad.data.annotations.video_id`); when an id is not
 annotated as is, a trailing feature-extractor tag (``_i3d``, ``_swin``, ``_rgb``) is dropped and the

@@ -73,7 +73,8 @@ def execute_job(worker: Worker, job: VideoJob, report: Report | None = None) -> 
         return JobResult(job, "failed", str(exc), time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001 - one bad video must not stop the batch
         if (problem := disk_problem(exc)) is not None:
-            raise DiskError(f"{exc.filename or (job.outputs[0].parent if job.outputs else job.source)}: {problem}") from None
+            where = exc.filename or (job.outputs[0].parent if job.outputs else job.source)
+            raise DiskError(f"{where}: {problem}") from None
         where = traceback.extract_tb(exc.__traceback__)[-1]
         message = " ".join(str(exc).split())[:200]
         error = f"{job.source}: {type(exc).__name__}: {message} (at {Path(where.filename).name}:{where.lineno})"
