@@ -195,7 +195,8 @@ def test_gt_on_the_real_test_list(shared_dir, tmp_path, data_dir, capsys, datase
     """The real UR-DMU test list against the real annotation, with stand-in feature files.
 
     Each crop file is a [T, 1] array (only T is read): T = n_frames // 16 for UCF (frame counts from the
-    annotation), a fixed 100 snippets for XD (which states no frame count). The list's ids must
+    annotation; 7 events end in the dropped last partial snippet and are clipped), for XD (which states
+    no frame count) 100 snippets or up to the snippet of the last annotated frame. The list's ids must
     match the annotation's, video for video.
     """
     from pivad.data.annotations import parse_annotations, video_id
@@ -203,10 +204,15 @@ def test_gt_on_the_real_test_list(shared_dir, tmp_path, data_dir, capsys, datase
     fmt = dataset.lower()
     ann_path = data_dir / "annotations" / f"{dataset}_Annotation.txt"
     ann = parse_annotations(ann_path, fmt)
+
+    def xd_length(line: str) -> int:
+        events = ann[video_id(line)].events if video_id(line) in ann else []
+        return max([100] + [e // 16 + 1 for _, e in events])
+
     lines = [ln.strip() for ln in (shared_dir / "data/urdmu/list" / f"{dataset}_Test.list").read_text().splitlines()]
     stand_ins: dict[int, Path] = {}  # one file per T, hard-linked under each crop's name (fast)
     for line in filter(None, lines):
-        T = ann[video_id(line)].n_frames // 16 if fmt == "ucf" else 100
+        T = ann[video_id(line)].n_frames // 16 if fmt == "ucf" else xd_length(line)
         if T not in stand_ins:
             stand_ins[T] = tmp_path / "stand_ins" / f"{T}.npy"
             stand_ins[T].parent.mkdir(exist_ok=True)
@@ -223,5 +229,5 @@ def test_gt_on_the_real_test_list(shared_dir, tmp_path, data_dir, capsys, datase
         assert gt.size == 1_109_824 and int(gt.sum()) == 84_309
         assert "videos: 290 (140 abnormal, 150 normal)" in captured.out
     else:
-        assert gt.size == 800 * 100 * 16
+        assert gt.size == 16 * sum(xd_length(ln) for ln in filter(None, lines)) // 5  # 5 crops per video
         assert "videos: 800 (500 abnormal, 300 normal)" in captured.out

@@ -16,19 +16,19 @@ def ucf(data_dir):
 
 
 def test_hand_computed_vector():
-    ann = {"a": Annotation([(3, 5), (30, 40)]), "b": Annotation([(40, 50)])}
+    ann = {"a": Annotation([(3, 5), (30, 40)]), "b": Annotation([(40, 47)])}
     gt = video_frame_gt("a", 2, ann)  # 32 frames: 3,4,5 and 30,31 (40 clipped to 31)
     expected = np.zeros(32, np.uint8)
     expected[[3, 4, 5, 30, 31]] = 1
     assert gt.dtype == np.uint8 and np.array_equal(gt, expected)
-    # b starts after its last frame (T=2 -> frames 0..31): dropped; unannotated c: all normal
+    # b starts after its last frame (T=2 -> frames 0..31), within one snippet: dropped; unannotated c: all normal
     summary = GTSummary()
     flat = build_frame_gt([("a", 2), ("b", 2), ("c", 1)], ann, summary=summary)
     assert flat.shape == (80,) and np.array_equal(flat[:32], expected) and not flat[32:].any()
     assert (summary.videos, summary.frames, summary.abnormal_frames, summary.annotated_videos) == (3, 80, 5, 1)
     assert summary.clipped_events == [
         "a: event 30-40 clipped to frame 31",
-        "b: event 40-50 starts after the last frame (31), dropped",
+        "b: event 40-47 starts after the last frame (31), dropped",
     ]
 
 

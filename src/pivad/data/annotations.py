@@ -22,7 +22,7 @@ A malformed line raises :class:`~pivad.errors.DataError` naming the file and the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pivad.errors import ConfigError, DataError
@@ -42,6 +42,7 @@ class Annotation:
     events: list[tuple[int, int]] = field(default_factory=list)
     n_frames: int | None = None  # frame count stated by the file (UCF only)
     cls: str | None = None  # class stated by the file (UCF, optional in msad)
+    where: str = field(default="", compare=False)  # "<file>:<line>" it was read from, for errors about its events
 
     @property
     def abnormal(self) -> bool:
@@ -84,7 +85,7 @@ def parse_annotations(path: str | Path, fmt: str = "ucf") -> dict[str, Annotatio
             raise DataError(f"{where}: empty video name")
         if name in out:
             raise DataError(f"{where}: video {name!r} is annotated twice (first on line {first_line[name]})")
-        out[name] = ann
+        out[name] = replace(ann, where=where)
         first_line[name] = lineno
     return out
 

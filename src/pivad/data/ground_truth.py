@@ -3,9 +3,13 @@
 The rule (the field's, made explicit): a video whose feature file has ``T`` snippets covers
 ``snippet * T`` frames (16 per snippet); frames ``s..e`` of each annotated event are abnormal, both
 ends inclusive; events are clipped to those ``snippet * T`` frames (an event that starts past the end
-is dropped). Videos are concatenated in list order. Using the feature lengths -- not the frame counts
-of the annotation -- keeps the ground truth the same length as the scores: the published
-``gt-ucf.npy`` has 1,109,680 frames while ``sum(n // 16 * 16)`` over UCF_Annotation.txt is 1,109,824.
+is dropped), but only by up to one snippet: the field's extractors drop a video's last partial
+snippet, and UCF_Annotation.txt has 7 events that end in those frames (Fighting003: 16 past the
+features' end). An event that ends further out belongs to another video or frame rate: a DataError
+naming the annotation line, the video and the event. Videos are concatenated in list order. Using
+the feature lengths -- not the frame counts of the annotation -- keeps the ground truth the same
+length as the scores: the published ``gt-ucf.npy`` has 1,109,680 frames while ``sum(n // 16 * 16)``
+over UCF_Annotation.txt is 1,109,824.
 
 Videos are matched to annotations by id (:func:`pivad.data.annotations.video_id`); when an id is not
 annotated as is, a trailing feature-extractor tag (``_i3d``, ``_swin``, ``_rgb``) is dropped and the
@@ -26,7 +30,7 @@ from pivad.errors import DataError
 
 GT_RULE = (
     "{snippet} frames per snippet from feature lengths; frames s..e inclusive are abnormal; "
-    "events clipped to {snippet}*T frames; videos in list order"
+    "events clipped to {snippet}*T frames (at most {snippet} past); videos in list order"
 )
 
 _FEATURE_TAG = re.compile(r"_(i3d|swin|rgb)$", re.IGNORECASE)
@@ -65,6 +69,11 @@ def video_frame_gt(
     if hit is None:
         return gt
     for s, e in hit[1].events:
+        if e >= n + snippet:
+            where = hit[1].where or "annotation"
+            raise DataError(f"{where}: video {name}: event {s}-{e} ends past the video's end (its features cover "
+                            f"{n} frames: frames 0-{n - 1}, {T} snippets of {snippet}; at most one snippet past "
+                            "is clipped); is the annotation for this video and frame rate?")
         if s >= n:
             if _notes is not None:
                 _notes.append(f"{name}: event {s}-{e} starts after the last frame ({n - 1}), dropped")

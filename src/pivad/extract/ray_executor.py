@@ -17,6 +17,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from pivad.errors import PivadError
+from pivad.errors import DiskError
 from pivad.extract.runner import JobResult, VideoJob, Worker, execute_job
 
 
@@ -33,7 +34,10 @@ class _Actor:
         self.worker = worker
 
     def run(self, job: VideoJob) -> JobResult:
-        return execute_job(self.worker, job)
+        try:
+            return execute_job(self.worker, job)
+        except DiskError as exc:  # handed back plainly (not as a RayTaskError): the caller stops the run
+            return JobResult(job, "disk", str(exc))
 
 
 class RayExecutor:
@@ -117,12 +121,14 @@ class RayExecutor:
                     result = JobResult(job, "failed", f"{job.source}: Ray worker failed ({type(exc).__name__}: {message})")
                     actor = actor_cls.remote(worker_ref, self.threads, numerics)  # replace a possibly dead actor
                     actors.append(actor)
+                if result.status == "disk":  # a full disk fails every later video alike: stop, as locally
+                    raise DiskError(result.error)
                 on_result(result)
                 if queue:
                     submit(actor)
         finally:
             for ref in pending:
-                ray.cancel(ref, force=True)
+                ray.cancel(ref)  # actor tasks take no force=True (a ValueError); the actors are killed next
             for actor in actors:
                 ray.kill(actor)
         print(f"pivad: ray: {len(jobs)} videos on {len(actors)} workers", file=sys.stderr)

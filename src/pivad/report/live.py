@@ -3,7 +3,10 @@
 A :class:`LivePage` holds the scores emitted so far and serves two paths from a background thread:
 ``/`` (the detection page in live mode, no video) and ``/data.json`` (the page's data now, which the
 page polls every second until ``done``). Browsers do not let a page opened from ``file://`` read a
-growing file beside it, hence the small server; it binds to 127.0.0.1 only.
+growing file beside it, hence the small server; it binds to 127.0.0.1 only, and answers only requests
+addressed to it by name (``Host: 127.0.0.1:PORT`` or ``localhost:PORT``): any other ``Host`` gets 403
+and no data, so a page on another site whose name was re-pointed at 127.0.0.1 (DNS rebinding) cannot
+read the scores.
 """
 
 from __future__ import annotations
@@ -97,11 +100,19 @@ class LivePage:
                                 live=True),
                            self.data(), SCRIPTS)  # fmt: skip
 
+    def allowed_hosts(self) -> frozenset[str]:
+        """``Host`` header values this server answers (lower case)."""
+        port = self._server.server_address[1]
+        return frozenset({f"127.0.0.1:{port}", f"localhost:{port}"})
+
     def _handler(self):
         live = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if (self.headers.get("Host") or "").strip().lower() not in live.allowed_hosts():
+                    self.send_error(403, "Host not allowed")  # DNS rebinding: another site's name for 127.0.0.1
+                    return
                 path = self.path.split("?", 1)[0]
                 if path in ("/", "/index.html"):
                     self._send(live.page().encode("utf-8"), "text/html; charset=utf-8")

@@ -131,6 +131,32 @@ def probe(path: str | Path) -> VideoInfo:
     return VideoInfo(path=path, fps=fps, n_frames=n_frames, width=width, height=height)
 
 
+def timing_note(path: str | Path, fps: float) -> str | None:
+    """One line when the frames of ``path`` are not evenly spaced at ``fps`` (variable frame rate): times
+    computed as ``frame / fps`` are then off by more than a frame. None for an even rate, or where the
+    timestamps cannot be read (OpenCV backend, no pts). Reads packet timestamps only (no decoding)."""
+    if fps <= 0 or _backend() != "av":
+        return None
+    container = _open_av(Path(path))
+    try:
+        stream = container.streams.video[0]
+        base = float(stream.time_base or 0)
+        pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)  # presentation order
+    except Exception:  # noqa: BLE001 - a damaged file is reported by the decoder, not here
+        return None
+    finally:
+        container.close()
+    if len(pts) < 3 or base <= 0:
+        return None
+    t = (np.asarray(pts, dtype=np.float64) - pts[0]) * base  # (n,) seconds from the first frame
+    drift = float(np.abs(t - np.arange(len(t)) / fps).max())
+    if drift <= 1.0 / fps:
+        return None
+    gaps = np.diff(t) * 1000
+    return (f"{path}: variable frame rate (frames {gaps.min():.0f}-{gaps.max():.0f} ms apart): times use the "
+            f"average {fps:.3g} fps and are off by up to {drift:.2f} s")
+
+
 def _probe_cv2(path: Path) -> VideoInfo:
     import cv2
 
