@@ -86,7 +86,8 @@ def build_spec(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from pivad.engine.study import SETUP, check_setup, read_setup, report_study, resummarise, run_study
+    from pivad.engine.study import (SETUP, check_setup, fingerprint, read_setup, report_study, resummarise,
+                                    run_study)
     from pivad.engine.study_summary import render_markdown
     from pivad.errors import DataError
     from pivad.outputs import check_output_dir
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             summary = report_study(spec)
         elif stored.is_file():  # a summary whose runs are gone (e.g. committed results)
             summary = resummarise(stored, spec.name, [v.name for v in spec.variants] if args.variant else None,
-                                  config=args.config)
+                                  config=args.config, fp=fingerprint(spec) if args.config else None)
         else:
             raise DataError(f"{spec.out}: no study here (no {SETUP}, no runs/, no {spec.name}.json)")
     else:

@@ -170,6 +170,18 @@ def run_config(spec: StudySpec, variant: Variant, ds: int | None, ts: int, model
     return from_dict(merge_dict(to_dict(cfg), {"train": {"seed": ts, "model": model, "threads": 1, **extra}}))
 
 
+def check_variants(spec: StudySpec) -> None:
+    """Every variant's overrides name known config keys with valid values (before any data is written)."""
+    from pivad.config import from_dict, merge_dict, overrides_to_dict
+
+    base = config_values(spec)
+    for v in spec.variants:
+        try:
+            from_dict(merge_dict(base, overrides_to_dict(list(v.overrides))))
+        except ConfigError as exc:
+            raise ConfigError(f"--variant {v.name}: {exc}") from None
+
+
 def teacher_key(cfg, synthetic: bool = True) -> str:
     from pivad.config import to_dict
 
@@ -348,6 +360,7 @@ def run_study(spec: StudySpec, log: Callable[[str], None] | None = None) -> dict
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     setup = read_setup(spec.out)
     check_setup(spec, setup)
+    check_variants(spec)
     if spec.synthetic:
         prepare_data(spec, log)
     runs = plan(spec)
@@ -461,16 +474,21 @@ def report_study(spec: StudySpec) -> dict:
     return summary
 
 
-def resummarise(path: Path, name: str, variants: list[str] | None = None, config: str | None = None) -> dict:
+def resummarise(path: Path, name: str, variants: list[str] | None = None, config: str | None = None,
+                fp: str | None = None) -> dict:
     """Re-render a stored ``NAME.json`` from its rows alone (a study folder without its runs, such as the
-    committed ``benchmarks/results/issue9``): the same tables, now with the HTML page."""
+    committed ``benchmarks/results/issue9``): the same tables, now with the HTML page. ``config``/``fp``:
+    the config given on the command line and its fingerprint, refused when the summary is of another."""
     try:
         stored = json.loads(path.read_text())
         rows, known = stored["rows"], stored["variants"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: not a study summary ({exc})") from None
-    if config is not None and stored.get("config") and os.path.normpath(config) != os.path.normpath(stored["config"]):
-        raise ConfigError(f"{path}: a study of another config ({stored['config']}, not {config})")
+    if config is not None and stored.get("config"):  # its fingerprint, or (older summaries) the file's name
+        same = (stored["fingerprint"] == fp if stored.get("fingerprint") and fp
+                else Path(stored["config"]).name == Path(config).name)
+        if not same:
+            raise ConfigError(f"{path}: a study of another config ({stored['config']}, not {config})")
     names = variants or list(known)
     missing = [n for n in names if n not in known]
     if missing:
