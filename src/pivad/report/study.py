@@ -22,7 +22,8 @@ from pivad.report.page import asset, script_json
 PLOTS = (("auc", "delta", "Δ frame AUC (selected checkpoint)"), ("auc", "delta_last", "Δ frame AUC (last checkpoint)"),
          ("auc_a", "delta", "Δ AUC_A"), ("ap", "delta", "Δ AP"), ("ap_a", "delta", "Δ AP_A"),
          ("video_auc", "delta", "Δ video AUC"))
-WIDTH, LABEL_W, PLOT_W, ROW_H, AXIS_H = 920, 190, 440, 22, 30
+PLOT_W, VALUE_W, ROW_H, AXIS_H = 440, 290, 22, 30
+CHAR_W, MAX_LABEL_W = 8.6, 340  # a bold 12.5 px character, generously; the widest label column
 BETTER, WORSE, UNSURE = "#2ca02c", "#d62728", "#5f6b76"
 STYLE = """svg.forest { display: block; max-width: 100%; height: auto; font: 12.5px system-ui, sans-serif; }
 svg.forest .axis line { stroke: var(--line); } svg.forest .axis text { fill: var(--muted); }
@@ -83,14 +84,16 @@ def forest_svg(rows: list[dict], title: str) -> str:
     pad = 0.04 * max(hi - lo, 1.0)
     ticks = nice_ticks(lo - pad, hi + pad)
     d0, d1 = ticks[0], ticks[-1]
-    x0 = LABEL_W
+    x0 = round(min(max(120.0, 24 + CHAR_W * max(len(str(r["label"])) for r in rows)), MAX_LABEL_W))
+    fits = int((x0 - 24) // CHAR_W)  # longer names are cut with "…" (the row's tooltip has them whole)
+    width = x0 + PLOT_W + VALUE_W
 
     def x(v: float) -> float:
         return round(x0 + (min(max(v, d0), d1) - d0) / (d1 - d0) * PLOT_W, 2)
 
     height = AXIS_H + ROW_H * len(rows) + 8
     top, bottom = 6, AXIS_H + ROW_H * len(rows)
-    parts = [f'<svg class="forest" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" '
+    parts = [f'<svg class="forest" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
              f'height="{height}" role="img" aria-label="{_e(title)}" data-domain="{d0} {d1}" '
              f'data-range="{x0} {x0 + PLOT_W}">', '<g class="axis">']
     for t in ticks:
@@ -108,13 +111,14 @@ def forest_svg(rows: list[dict], title: str) -> str:
                  f'data-low="{r["t_low"] if has_ci else ""}" data-high="{r["t_high"] if has_ci else ""}"')
         indent = 18 if r["kind"] == "seed" else 6
         text = format_delta(r) + (f" · {r['wins']}/{r['n']}" if r["n"] else "")
+        label = str(r["label"]) if len(str(r["label"])) <= fits else str(r["label"])[:fits - 1] + "…"
         parts.append(f"<g {attrs}><title>{_e(r['variant'])}"
                      f"{'' if r['seed'] is None else ', data seed ' + _e(r['seed'])}: {_e(text)}</title>"
-                     f'<text class="label" x="{indent}" y="{y + 4}">{_e(r["label"])}</text>')
+                     f'<text class="label" x="{indent}" y="{y + 4}">{_e(label)}</text>')
         if has_ci:
-            width = 2.5 if r["kind"] == "variant" else 1.5
+            stroke = 2.5 if r["kind"] == "variant" else 1.5
             parts.append(f'<line class="ci" x1="{x(r["t_low"])}" x2="{x(r["t_high"])}" y1="{y}" y2="{y}" '
-                         f'stroke="{colour}" stroke-width="{width}"/>')
+                         f'stroke="{colour}" stroke-width="{stroke}"/>')
             for end, sign in ((r["t_low"], -1), (r["t_high"], 1)):
                 e = x(end)
                 if d0 <= end <= d1:
