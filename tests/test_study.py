@@ -162,6 +162,25 @@ def test_report_only_of_an_empty_folder_and_of_another_config(tmp_path, capsys):
     _one_line(capsys, "main.json", "another config")
     assert main(["study", "--report-only", "--out", str(tmp_path), "--name", "main", "--variant", "nope"]) == 2
     _one_line(capsys, "--variant nope", "main.json")
+    assert main(["study", "--report-only", "--out", str(tmp_path), "--name", "main", "--variant",
+                 "paper_pmg:train.steps=1"]) == 2
+    _one_line(capsys, "--variant paper_pmg", "main.json", "other overrides")
+
+
+def test_the_documented_report_command_selects_pairs(tmp_path, capsys):
+    """docs/study.md's report-only line for the main table, and one data seed of it (a smaller table)."""
+    p = ("inductor.pmg_input=feature,inductor.pmg_detach=false,inductor.pmg_standardize=false,train.pmg_lr=0,"
+         "inductor.latent_dim=64")
+    shutil.copy(ISSUE9 / "main.json", tmp_path)
+    args = ["study", "--out", str(tmp_path), "--data-seeds", "0-2", "--seeds", "1-5", "--report-only", "--name",
+            "main", "--variant", "demo", "--variant", f"paper_pmg:{p}", "--variant", f"paper_pmg_300:{p},train.steps=300"]
+    assert main(args) == 0
+    assert (tmp_path / "main.md").read_text() == (ISSUE9 / "main.md").read_text()
+    assert main([*args[:3], "--data-seeds", "0", *args[5:]]) == 0
+    summary = json.loads((tmp_path / "main.json").read_text())
+    assert summary["data_seeds"] == [0] and {r["data_seed"] for r in summary["rows"]} == {0}
+    assert summary["by_variant"]["demo"]["n"] == 5  # data seed 0 with training seeds 1-5
+    assert "| demo | 5 | 62.46 ± 5.90 | 72.90 ± 8.14 | +10.44 [+4.16, +16.72] |" in capsys.readouterr().out
 
 
 def test_real_features_vary_only_the_training_seed(tmp_path, capsys, tiny_dataset):

@@ -67,8 +67,10 @@ def build_spec(args: argparse.Namespace):
     if not synthetic and args.data_seeds:
         raise ConfigError(f"--data-seeds: {args.config} reads real features (data.name is not 'demo'); only "
                           "--seeds varies, or add --preset NAME to study synthetic data")
-    if setup is not None and not args.variant:
-        variants = [Variant(n, tuple(o)) for n, o in (setup.get("variants") or {}).items()]
+    if setup is not None:  # report-only: every variant of the folder, or a bare name selects one
+        known = setup.get("variants") or {}
+        variants = ([Variant(v.name, v.overrides or tuple(known.get(v.name, ()))) for v in variants] if variants
+                    else [Variant(n, tuple(o)) for n, o in known.items()])
     train_seeds = parse_seeds(args.train_seeds) if args.train_seeds else (
         setup.get("train_seeds") if setup else None) or list(range(1, 6))
     data_seeds: list[int] = []
@@ -100,8 +102,10 @@ def run(args: argparse.Namespace) -> int:
             check_setup(spec, read_setup(spec.out))
             summary = report_study(spec)
         elif stored.is_file():  # a summary whose runs are gone (e.g. committed results)
-            summary = resummarise(stored, spec.name, [v.name for v in spec.variants] if args.variant else None,
-                                  config=args.config, fp=fingerprint(spec) if args.config else None)
+            summary = resummarise(stored, spec.name, spec.variants if args.variant else None, config=args.config,
+                                  fp=fingerprint(spec) if args.config else None,
+                                  data_seeds=spec.data_seeds if args.data_seeds else None,
+                                  train_seeds=spec.train_seeds if args.train_seeds else None)
         else:
             raise DataError(f"{spec.out}: no study here (no {SETUP}, no runs/, no {spec.name}.json)")
     else:

@@ -474,11 +474,13 @@ def report_study(spec: StudySpec) -> dict:
     return summary
 
 
-def resummarise(path: Path, name: str, variants: list[str] | None = None, config: str | None = None,
-                fp: str | None = None) -> dict:
+def resummarise(path: Path, name: str, variants: list[Variant] | None = None, config: str | None = None,
+                fp: str | None = None, data_seeds: list[int] | None = None,
+                train_seeds: list[int] | None = None) -> dict:
     """Re-render a stored ``NAME.json`` from its rows alone (a study folder without its runs, such as the
     committed ``benchmarks/results/issue9``): the same tables, now with the HTML page. ``config``/``fp``:
-    the config given on the command line and its fingerprint, refused when the summary is of another."""
+    the config given on the command line and its fingerprint, refused when the summary is of another;
+    ``variants`` (a bare name selects, overrides must match), ``data_seeds``, ``train_seeds``: the pairs kept."""
     try:
         stored = json.loads(path.read_text())
         rows, known = stored["rows"], stored["variants"]
@@ -489,16 +491,22 @@ def resummarise(path: Path, name: str, variants: list[str] | None = None, config
                 else Path(stored["config"]).name == Path(config).name)
         if not same:
             raise ConfigError(f"{path}: a study of another config ({stored['config']}, not {config})")
-    names = variants or list(known)
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise ConfigError(f"--variant {missing[0]}: not in {path} (it has: {', '.join(known)})")
+    for v in variants or []:
+        if v.name not in known:
+            raise ConfigError(f"--variant {v.name}: not in {path} (it has: {', '.join(known)})")
+        if v.overrides and v.text != known[v.name]:
+            raise ConfigError(f"--variant {v.name}: {path} has it with other overrides ('{known[v.name]}')")
+    names = [v.name for v in variants] if variants else list(known)
     listed = [Variant(n, tuple(known[n].split())) for n in names]
-    data_seeds = stored.get("data_seeds")
+    if data_seeds is None:
+        data_seeds = stored.get("data_seeds")
     if data_seeds is None:  # written before the seeds were stored: those of its rows
         data_seeds = sorted({r["data_seed"] for r in rows if r.get("data_seed") is not None})
-    train_seeds = stored.get("train_seeds") or sorted({r["train_seed"] for r in rows})
-    summary = build_summary([r for r in rows if r["variant"] in names], listed, data_seeds,
+    if train_seeds is None:
+        train_seeds = stored.get("train_seeds") or sorted({r["train_seed"] for r in rows})
+    kept = [r for r in rows if r["variant"] in names and r["train_seed"] in train_seeds
+            and (r.get("data_seed") is None or r["data_seed"] in data_seeds)]
+    summary = build_summary(kept, listed, data_seeds,
                             config=stored.get("config", ""), preset=stored.get("preset"),
                             dataset=stored.get("dataset", ""), selection=stored.get("selection", "val"),
                             overrides=stored.get("overrides") or [], train_seeds=train_seeds,
