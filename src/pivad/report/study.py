@@ -31,7 +31,8 @@ svg.forest .zero { stroke: var(--fg); stroke-dasharray: 4 3; }
 svg.forest .forest-row.seed text.label { fill: var(--muted); }
 svg.forest .forest-row.variant text.label { font-weight: 600; }
 svg.forest text.value { font-variant-numeric: tabular-nums; }
-table#summary td { white-space: nowrap; }"""
+table#summary td { white-space: nowrap; } table#summary th { white-space: normal; }
+table#summary { font-size: 13px; } table#summary th, table#summary td { padding: 3px 5px; }"""
 
 
 def _e(text: Any) -> str:
