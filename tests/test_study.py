@@ -134,6 +134,7 @@ def tiny_yaml(tmp_path_factory) -> Path:
     (["--variant", "a:inductor.nope=1"], ["--variant a", "inductor.nope"]),
     (["--lanes", "0"], ["--lanes 0"]),
     (["--preset", "huge"], ["--preset 'huge'"]),
+    (["--name", "../x"], ["--name '../x'"]),
 ])
 def test_bad_study_arguments_are_one_line(tmp_path, capsys, tiny_yaml, args, parts):
     assert main(["study", "-c", str(tiny_yaml), "--preset", "tiny", "--out", str(tmp_path / "s"),

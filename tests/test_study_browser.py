@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pivad.cli import main
-from test_report_browser import browser, open_page, screenshot  # noqa: F401 - the module's Chromium session
+from test_report_browser import browser, screenshot  # noqa: F401 - the module's Chromium session
 from test_study import _row
 
 NASTY = '<img src=x onerror="window.pwned=1">'

@@ -14,7 +14,6 @@ from typing import Any
 from pivad.stats import mean_std, paired_difference
 
 METRICS = ("auc", "auc_a", "ap", "ap_a", "video_auc")
-METRIC_LABELS = {"auc": "AUC", "auc_a": "AUC_A", "ap": "AP", "ap_a": "AP_A", "video_auc": "video AUC"}
 
 
 def _pct(v: float | None) -> float | None:

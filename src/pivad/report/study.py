@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pivad.engine.study_summary import METRIC_LABELS, format_delta, heading
+from pivad.engine.study_summary import format_delta, heading
 from pivad.io import atomic_write_text
 from pivad.report.page import asset, script_json
 
