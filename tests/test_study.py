@@ -292,3 +292,11 @@ def test_study_on_a_configs_own_features(tmp_path, tiny_dataset, capsys):
     assert not (tmp_path / "s" / "data").exists()
     md = (tmp_path / "s" / "study.md").read_text()
     assert md.startswith("seeded study, data tiny_real") and "per data seed" not in md
+
+
+def test_help_lists_the_verb(capsys):
+    for argv in (["--help"], ["study", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0
+    assert "--report-only" in capsys.readouterr().out
