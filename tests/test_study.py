@@ -192,6 +192,10 @@ def test_real_features_vary_only_the_training_seed(tmp_path, capsys, tiny_datase
     save_config(cfg, path)
     assert main(["study", "-c", str(path), "--data-seeds", "0-1", "--out", str(tmp_path / "s")]) == 2
     _one_line(capsys, "--data-seeds", "real features")
+    missing = tmp_path / "nope.list"
+    assert main(["study", "-c", str(path), "--out", str(tmp_path / "s"), "--data.train_list", str(missing)]) == 2
+    _one_line(capsys, str(missing))
+    assert not (tmp_path / "s" / "runs").exists() and not (tmp_path / "s" / "study_setup.json").exists()
 
 
 # ------------------------------------------------------------------------------------ real studies

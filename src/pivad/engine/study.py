@@ -364,7 +364,7 @@ def run_study(spec: StudySpec, log: Callable[[str], None] | None = None) -> dict
     if spec.synthetic:
         prepare_data(spec, log)
     runs = plan(spec)
-    if not spec.synthetic and runs.teachers:  # real features: every input checked before any training
+    if runs.teachers:  # the inputs (features, lists, ground truth, modalities) checked before any training
         from pivad.config import from_dict
         from pivad.engine.preflight import check_run_inputs
 
