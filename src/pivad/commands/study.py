@@ -88,8 +88,8 @@ def build_spec(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from pivad.engine.study import (SETUP, check_setup, fingerprint, read_setup, report_study, resummarise,
-                                    run_study)
+    from pivad.engine.study import SETUP, check_setup, fingerprint, read_setup, run_study
+    from pivad.engine.study_report import report_study, resummarise
     from pivad.engine.study_summary import render_markdown
     from pivad.errors import DataError
     from pivad.outputs import check_output_dir
