@@ -19,8 +19,8 @@ from pivad.io import atomic_write_text
 from pivad.report.page import asset, script_json
 
 # (metric, Δ field, title) of each forest plot
-PLOTS = (("auc", "delta", "Δ frame AUC (selected checkpoint)"), ("auc", "delta_last", "Δ frame AUC (last checkpoint)"),
-         ("auc_a", "delta", "Δ AUC_A"), ("ap", "delta", "Δ AP"), ("ap_a", "delta", "Δ AP_A"),
+PLOTS = (("auc", "delta", "Δ frame AUC (selected checkpoint)"),
+         ("auc", "delta_last", "Δ frame AUC (last checkpoint)"), ("auc_a", "delta", "Δ AUC_A"), ("ap", "delta", "Δ AP"), ("ap_a", "delta", "Δ AP_A"),
          ("video_auc", "delta", "Δ video AUC"))
 PLOT_W, VALUE_W, ROW_H, AXIS_H = 440, 290, 22, 30
 CHAR_W, MAX_LABEL_W = 8.6, 340  # a bold 12.5 px character, generously; the widest label column
@@ -195,7 +195,8 @@ def render_study_page(summary: dict, title: str = "study") -> str:
 <main>
 <section><h2>Teacher against each variant (points)</h2><div style="overflow-x:auto">{_table(summary)}</div>
 <p class="note">Δ = π-VAD − teacher on the same pair (data seed, training seed), mean over the pairs and its 95 %
-Student-t interval; the JSON beside this page also holds a bootstrap interval. wins: pairs where π-VAD is higher.</p>
+Student-t interval; the JSON beside this page also holds a bootstrap interval. wins: pairs where π-VAD is
+higher.</p>
 </section>
 <section><h2>Forest plots</h2>
 <p class="hint">square: a variant over all its pairs; circle: one data seed; line: 95 % t interval (none for a
