@@ -20,8 +20,8 @@ from pivad.report.page import asset, script_json
 
 # (metric, Δ field, title) of each forest plot
 PLOTS = (("auc", "delta", "Δ frame AUC (selected checkpoint)"),
-         ("auc", "delta_last", "Δ frame AUC (last checkpoint)"), ("auc_a", "delta", "Δ AUC_A"), ("ap", "delta", "Δ AP"), ("ap_a", "delta", "Δ AP_A"),
-         ("video_auc", "delta", "Δ video AUC"))
+         ("auc", "delta_last", "Δ frame AUC (last checkpoint)"), ("auc_a", "delta", "Δ AUC_A"),
+         ("ap", "delta", "Δ AP"), ("ap_a", "delta", "Δ AP_A"), ("video_auc", "delta", "Δ video AUC"))
 PLOT_W, VALUE_W, ROW_H, AXIS_H = 440, 290, 22, 30
 CHAR_W, MAX_LABEL_W = 8.6, 340  # a bold 12.5 px character, generously; the widest label column
 BETTER, WORSE, UNSURE = "#2ca02c", "#d62728", "#5f6b76"
@@ -191,6 +191,7 @@ def render_study_page(summary: dict, title: str = "study") -> str:
     variants = "".join(f"<tr><td>{_e(k)}</td><td><code>{_e(v or '(config as is)')}</code></td></tr>"
                        for k, v in summary["variants"].items())
     overrides = " ".join(summary.get("overrides") or [])
+    every_run = f" · every run: {_e(overrides)}" if overrides else ""
     body = f"""<header><h1>Seeded study: {_e(title)}</h1><p>{_e(heading(summary))}</p><p>{_e(sub)}</p></header>
 <main>
 <section><h2>Teacher against each variant (points)</h2><div style="overflow-x:auto">{_table(summary)}</div>
@@ -203,7 +204,7 @@ higher.</p>
 single pair); green: the interval lies above 0, red: below 0, grey: it crosses 0; dashed: Δ = 0</p>
 {plots}</section>
 <section><h2>Variants</h2><table id="variants" class="data facts"><tbody>{variants}</tbody></table>
-<p class="note">config {_e(summary.get('config', ''))}{(' · every run: ' + _e(overrides)) if overrides else ''}</p></section>
+<p class="note">config {_e(summary.get('config', ''))}{every_run}</p></section>
 <section><h2>Pairs</h2><div class="browser"><div class="list">{_runs_table(summary)}</div></div></section>
 </main>"""
     data = {k: v for k, v in summary.items() if k != "files"}
