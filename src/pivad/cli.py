@@ -23,6 +23,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "train": ("train", "train the UR-DMU teacher and π-VAD"),
     "evaluate": ("evaluate", "evaluate a run or checkpoint: metrics, tables, plots"),
     "ablate": ("ablate", "run an ablation grid and tabulate it"),
+    "study": ("study", "teacher against π-VAD variants over seeds: paired differences with their intervals"),
     "info": ("info", "parameters and multiply-accumulates per module"),
     "config": ("config", "print the resolved config (defaults <- -c FILE <- overrides)"),
     "extract": ("extract", "extract RGB (I3D) or modality features from videos"),
