@@ -145,7 +145,7 @@ class Study:
         from pivad.data.synth import write_synthetic_dataset
 
         for ds in self.data_seeds:
-            write_synthetic_dataset(self.data_dir(ds), seed=ds, preset=self.args.preset)
+            write_synthetic_dataset(self.data_dir(ds), seed=ds, preset=self.args.preset, family=self.args.family)
         teachers, students = self.plan()
         done = {d for d in list(teachers) + [s[3] for s in students] if (Path(d) / "result.json").is_file()}
         todo_t = [d for d in teachers if d not in done]
@@ -273,6 +273,8 @@ def main() -> None:
     p.add_argument("--out", required=True, help="study folder (data, teachers, runs, study.json, study.md)")
     p.add_argument("-c", "--config", default=str(REPO / "configs" / "demo.yaml"), help="base config")
     p.add_argument("--preset", default="demo", help="synthetic dataset preset")
+    p.add_argument("--family", type=int, default=1, choices=(1, 2),
+                   help="synthetic generator family (2: docs/synthetic.md, 'Family 2'; use its own --out)")
     p.add_argument("--data-seeds", default="0,1,2")
     p.add_argument("--train-seeds", default="1,2,3,4,5")
     p.add_argument("--variant", action="append", default=[], help="NAME[:section.key=value,...] (repeatable)")
