@@ -7,12 +7,13 @@ arithmetic, float32 at the end, so the same seed gives the same bytes.
 
 How it differs from version 6 (``docs/synthetic.md``, "Family 2"):
 
-- RGB is a random two-layer network of the latents: ``hid = tanh(W1 z)`` (z = scene, activity,
-  camera), then ``softplus(gain(t) * W2 hid + noise)`` in 1024 d;
+- RGB is a random two-layer network of the latents: ``hid = tanh(norm(W1 z))`` (z = scene, activity,
+  camera; ``norm`` fixes each snippet's RMS), then ``softplus(gain(t) * W2 hid + noise)`` in 1024 d;
 - the normal activity is a smooth non-negative *level* times a slowly rotating *direction*;
-- the anomaly enters RGB mostly through an **interaction**: ``e(t) * level(t) * M_c dir(t)`` in the
-  hidden layer (its direction depends on the current activity, its size on how much there is), plus
-  a small added part ``e(t) * r_c``; distractors (normal look-alikes) enter additively and louder;
+- the anomaly enters RGB mostly through an **interaction**: while it lasts, the activity reaches the
+  hidden layer through a class-specific map ``M_c`` instead of ``W_a`` (``M_c a(t)``: its direction is
+  set by the current activity, its size by the activity level; no activity, no trace), plus a small
+  added part ``e(t) r_c``; distractors (normal look-alikes) enter additively;
 - scenes are Dirichlet mixes of place prototypes with linear drift and, in some videos, a camera cut;
   the noise is heavy-tailed (Student-t), the lighting ramps over the video, some snippets freeze;
 - 24-400 snippets (log-uniform), 1-3 events per abnormal video from 2 snippets to 40 % of it with
@@ -21,8 +22,8 @@ How it differs from version 6 (``docs/synthetic.md``, "Family 2"):
   with the anomaly added along a class direction at gain ``SENSITIVITY[j][c]``; distractors show there
   too, partly (cosine ``distractor_overlap``) along the anomaly's direction.
 
-The knob ``rgb_event`` (the interaction's amplitude) sets how hard the anomaly is to find in RGB; the
-presets' value is the calibrated one (UR-DMU at 85-90 frame AUC, ``docs/synthetic.md``).
+The knob ``rgb_event`` (how loud ``M_c`` is against ``W_a``) sets how hard the anomaly is to find in
+RGB; the presets' value is the calibrated one (UR-DMU at 85-90 frame AUC, ``docs/synthetic.md``).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class Family2Spec:
     hidden: int = 192  # RGB hidden layer width
     mod_hidden: int = 64  # modality read-out hidden width
     # RGB
-    rgb_event: float = 1.0  # the difficulty knob: loudness of the class-specific activity map M_c against W_a
+    rgb_event: float = 10.0  # difficulty knob: loudness of M_c against W_a (calibrated, docs/synthetic.md)
     rgb_additive: float = 0.15  # the anomaly's added (non-interaction) part, times rgb_event
     rgb_activity: float = 2.0  # weight of the activity latent in the RGB hidden layer
     rgb_distractor: float = 0.4
@@ -178,7 +179,8 @@ def class_counts(n: int) -> list[int]:
 
 
 def _length(rng: np.random.Generator, spec: Family2Spec) -> int:
-    return int(np.clip(round(math.exp(rng.uniform(math.log(spec.t_min), math.log(spec.t_max)))), spec.t_min, spec.t_max))
+    t = round(math.exp(rng.uniform(math.log(spec.t_min), math.log(spec.t_max))))  # log-uniform
+    return int(np.clip(t, spec.t_min, spec.t_max))
 
 
 def _events(rng: np.random.Generator, spec: Family2Spec, n: int) -> list[tuple[int, int]]:
