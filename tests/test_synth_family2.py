@@ -110,3 +110,10 @@ def test_bad_options_and_cli(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["data", "synth", "--family", "3", "--out", str(tmp_path / "s")])
     assert exc.value.code == 2
+
+
+def test_a_checkpoints_provenance_names_the_family(tiny: Path) -> None:
+    from pivad.engine.provenance import training_features
+
+    source = training_features({"data": {"root": str(tiny)}})["source"]
+    assert source == f"synthetic (pivad data synth, family 2 generator version {fam.VERSION})"
