@@ -200,6 +200,7 @@ class Study:
         summary = summarise(rows, [v for v, _ in self.variants], self.data_seeds)
         summary["variants"] = {name: " ".join(o) for name, o in self.variants}
         summary["preset"], summary["config"] = self.args.preset, self.args.config or "configs/demo.yaml"
+        summary["family"] = self.args.family
         summary["rows"] = rows
         atomic_write_json(self.out / f"{self.args.name}.json", summary)
         md = render(summary)
@@ -252,7 +253,8 @@ def _delta(d: dict) -> str:
 
 
 def render(summary: dict) -> str:
-    lines = [f"seeded study, preset {summary['preset']}, config {summary['config']}; val-selected checkpoints; "
+    family = f" (synthetic family {summary['family']})" if summary.get("family", 1) != 1 else ""
+    lines = [f"seeded study, preset {summary['preset']}{family}, config {summary['config']}; val-selected checkpoints; "
              "Δ = π-VAD − teacher, paired, mean [95 % t interval], in points", "",
              "| variant | n | teacher AUC | π-VAD AUC | Δ AUC | Δ AUC (last) | wins | Δ AUC_A | Δ video AUC |"
              " Δ AUC per data seed |",
