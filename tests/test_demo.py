@@ -33,3 +33,16 @@ def test_demo_default_config_exists():
 
     cfg = load_config(REPO_CONFIG)
     assert cfg.train.model == "pivad" and cfg.data.batch_normal >= 16 and cfg.data.batch_abnormal >= 16
+
+
+def test_demo_family2_writes_its_own_data_folder(tmp_path, capsys):
+    """``--family 2`` runs the demo on family 2's data, in a folder of its own (UR-DMU only here)."""
+    cfg = {k: dict(v) for k, v in TINY.items() if k != "data"}
+    cfg["train"].update(model="urdmu", teacher_steps=2, eval_every=2)
+    cfg["data"] = {"num_segments": 16, "batch_normal": 2, "batch_abnormal": 2, "val_fraction": 0.2}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["demo", "--preset", "tiny", "--family", "2", "--out", str(tmp_path), "-c", str(tmp_path / "tiny.yaml"),
+                 "--no-progress"]) == 0
+    meta = json.loads((tmp_path / "demo_data_tiny_family2" / "meta.json").read_text())
+    assert meta["family"] == 2 and not (tmp_path / "demo_data_tiny").exists()
+    assert "| UR-DMU" in capsys.readouterr().out

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=".", metavar="DIR", help="working folder (data in DIR/demo_data, runs in DIR/results)")
     parser.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="synthetic dataset preset")
     parser.add_argument("--data-seed", type=int, default=0, help="synthetic dataset seed")
+    parser.add_argument("--family", type=int, default=1, choices=(1, 2),
+                        help="synthetic generator family: 1 = version 6, 2 = the second benchmark family")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -84,9 +86,12 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.time()
     out = check_output_dir(args.out)
-    data_dir = out / "demo_data" if args.preset == "demo" else out / f"demo_data_{args.preset}"
-    print(f"[1/3] synthetic dataset ({args.preset}): {data_dir}", file=sys.stderr)
-    write_synthetic_dataset(data_dir, seed=args.data_seed, preset=args.preset)
+    family = getattr(args, "family", 1)
+    data_dir = out / ("demo_data" if args.preset == "demo" else f"demo_data_{args.preset}")
+    if family != 1:
+        data_dir = data_dir.with_name(f"{data_dir.name}_family{family}")
+    print(f"[1/3] synthetic dataset ({args.preset}, family {family}): {data_dir}", file=sys.stderr)
+    write_synthetic_dataset(data_dir, seed=args.data_seed, preset=args.preset, family=family)
     cfg = demo_config(args.config, args.overrides, data_dir, out)
     check_run_inputs(cfg)
     run_dir = new_run_dir(cfg.train.out_dir, cfg.train.model, cfg.data.name, link=False)

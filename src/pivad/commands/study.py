@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training seeds: 1-5, 1,2,3 or 1-3,7 (default: 1-5)")
     parser.add_argument("--data-seeds", metavar="SEEDS", help="synthetic data seeds, same syntax (default: 0-2)")
     parser.add_argument("--preset", help="synthetic dataset preset (default: demo when the config is the demo's)")
+    parser.add_argument("--family", type=int, choices=(1, 2),
+                        help="synthetic generator family: 1 (v6, default) or 2 (docs/synthetic.md, 'Family 2')")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME[:section.key=value,...]",
                         help="a π-VAD variant: the config plus these overrides (repeatable; default: 'base')")
     parser.add_argument("--lanes", type=int, default=2, help="runs at a time, one thread each (default: 2)")
@@ -59,11 +61,15 @@ def build_spec(args: argparse.Namespace):
     if setup is not None and not args.config and not overrides and not args.preset:  # report what the folder holds
         config, overrides, preset = setup.get("config"), list(setup.get("overrides") or []), setup.get("preset")
         synthetic = preset is not None
+        family = args.family or setup.get("family") or 1
     else:
         synthetic = _is_synthetic(args)
         preset = (args.preset or "demo") if synthetic else None
+        family = args.family or 1
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"--preset '{preset}': unknown synthetic preset (known: {', '.join(PRESETS)})")
+    if not synthetic and args.family:
+        raise ConfigError(f"--family: {args.config} reads real features; add --preset NAME to study synthetic data")
     if not synthetic and args.data_seeds:
         raise ConfigError(f"--data-seeds: {args.config} reads real features (data.name is not 'demo'); only "
                           "--seeds varies, or add --preset NAME to study synthetic data")
@@ -84,7 +90,7 @@ def build_spec(args: argparse.Namespace):
         out = Path(out_dir) / "study" / ("demo" if synthetic else name)
     return StudySpec(out=out, config=config, overrides=overrides, preset=preset, data_seeds=data_seeds,
                      train_seeds=list(train_seeds), variants=variants or [Variant("base")], lanes=args.lanes,
-                     name=args.name)
+                     name=args.name, family=family)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -50,6 +50,8 @@ GENERATOR_VERSION = 6  # bump whenever the same seed and spec would give differe
 TRAIN_NORMAL_FOLDER = "Training_Normal_Videos_Anomaly"
 TEST_NORMAL_FOLDER = "Testing_Normal_Videos_Anomaly"
 MIN_SNIPPETS = 8
+FAMILIES = (1, 2)  # 1: version 6 (this module's process); 2: pivad.data.synth_family2
+GT_RULE = "16 frames per snippet, T from the feature files; frames s..e inclusive are abnormal"
 
 
 @dataclass
@@ -210,26 +212,26 @@ def frame_gt(plan: VideoPlan) -> np.ndarray:
 
 
 def annotation_line(plan: VideoPlan) -> str:
-    bounds = [b for ev in plan.events for b in ev] + [-1, -1, -1, -1]
+    """UCF form: every event's ``s e`` pair, padded with ``-1 -1`` to at least two pairs."""
+    bounds = [b for ev in plan.events for b in ev]
+    bounds += [-1] * max(0, 4 - len(bounds))
     cls = plan.cls if plan.label else "Normal"
-    s1, e1, s2, e2 = bounds[:4]
-    return f"{class_folder(plan)}/{plan.name}.mp4 {plan.n_snippets * SNIPPET} {cls} {s1} {e1} {s2} {e2}"
+    return f"{class_folder(plan)}/{plan.name}.mp4 {plan.n_snippets * SNIPPET} {cls} " + " ".join(map(str, bounds))
 
 
-def _fingerprint(spec: DatasetSpec, seed: int, preset: str) -> dict[str, Any]:
-    return {
-        "generator": GENERATOR,
-        "version": GENERATOR_VERSION,
-        "seed": seed,
-        "preset": preset,
-        "spec": dataclasses.asdict(spec),
-    }
+def _fingerprint(spec: Any, seed: int, preset: str, family: int = 1) -> dict[str, Any]:
+    """What identifies a dataset (version 6's record has no ``family`` key: its bytes stay as they were)."""
+    if family == 1:
+        return {"generator": GENERATOR, "version": GENERATOR_VERSION, "seed": seed, "preset": preset,
+                "spec": dataclasses.asdict(spec)}
+    from pivad.data import synth_family2 as fam
+
+    return {"generator": GENERATOR, "family": fam.FAMILY, "version": fam.VERSION, "seed": seed, "preset": preset,
+            "spec": dataclasses.asdict(spec)}
 
 
 def _meta(spec: DatasetSpec, seed: int, preset: str, plans: list[VideoPlan]) -> dict[str, Any]:
     sig = spec.signal
-    test = [p for p in plans if p.split == "test"]
-    abn_share = [sum(e - s + 1 for s, e in p.events) / (p.n_snippets * SNIPPET) for p in plans if p.label]
     return {
         **_fingerprint(spec, seed, preset),
         "feature_dim": sig.feature_dim,
@@ -240,6 +242,32 @@ def _meta(spec: DatasetSpec, seed: int, preset: str, plans: list[VideoPlan]) -> 
         "distractors": dict(zip(sig.classes, DEFAULT_DISTRACTORS)),
         "sensitivity": {k: dict(zip(sig.classes, v)) for k, v in DEFAULT_SENSITIVITY.items() if k in sig.modality_dims},
         "modality_nonlinearity": {k: MODALITY_NONLINEARITY.get(k, "tanh") for k in sig.modality_dims},
+        **_sizes(plans),
+        "gt_rule": GT_RULE,
+        "label_rule": "ucf",
+        "description": DESCRIPTION,
+    }
+
+
+def _write_all(tmp: Path, spec: DatasetSpec, seed: int, preset: str, plans: list[VideoPlan]) -> None:
+    world = build_world(spec.signal, seed)
+    _write_files(tmp, plans, spec.num_crops, lambda p: generate_video(spec.signal, world, p, seed, spec.num_crops),
+                 _meta(spec, seed, preset, plans))
+
+
+def _write_family2(tmp: Path, spec: Any, seed: int, preset: str, plans: list[VideoPlan]) -> None:
+    from pivad.data import synth_family2 as fam
+
+    world = fam.build_world(spec, seed)
+    meta = {**_fingerprint(spec, seed, preset, 2), "snippet_frames": SNIPPET, **fam.meta_fields(spec, plans),
+            **_sizes(plans), "gt_rule": GT_RULE, "label_rule": "ucf"}
+    _write_files(tmp, plans, spec.num_crops, lambda p: fam.generate_video(spec, world, p, seed), meta)
+
+
+def _sizes(plans: list[VideoPlan]) -> dict[str, Any]:
+    test = [p for p in plans if p.split == "test"]
+    abn_share = [sum(e - s + 1 for s, e in p.events) / (p.n_snippets * SNIPPET) for p in plans if p.label]
+    return {
         "sizes": {
             split: {
                 "abnormal": sum(1 for p in plans if p.split == split and p.label),
@@ -251,28 +279,28 @@ def _meta(spec: DatasetSpec, seed: int, preset: str, plans: list[VideoPlan]) -> 
         "test_frames": sum(p.n_snippets * SNIPPET for p in test),
         "test_abnormal_frames": int(sum(frame_gt(p).sum() for p in test)),
         "abnormal_share_mean": round(float(np.mean(abn_share)), 4),
-        "gt_rule": "16 frames per snippet, T from the feature files; frames s..e inclusive are abnormal",
-        "label_rule": "ucf",
-        "description": DESCRIPTION,
     }
 
 
-def estimated_bytes(spec: DatasetSpec, plans: list[VideoPlan]) -> int:
-    """Bytes the dataset takes on disk: float32 crop and modality rows, the ground truth, a 4 kB block per file."""
-    row = 4 * (spec.num_crops * spec.signal.feature_dim + sum(spec.signal.modality_dims.values()))
-    files = len(plans) * (spec.num_crops + len(spec.signal.modality_dims))
+def estimated_bytes(spec: Any, plans: list[VideoPlan]) -> int:
+    """Bytes the dataset takes on disk: float32 crop and modality rows, the ground truth, a 4 kB block per file
+    (either family: v6 keeps its widths in ``spec.signal``, family 2 on the spec itself)."""
+    widths = getattr(spec, "signal", spec)
+    row = 4 * (spec.num_crops * widths.feature_dim + sum(widths.modality_dims.values()))
+    files = len(plans) * (spec.num_crops + len(widths.modality_dims))
     test_frames = sum(p.n_snippets * SNIPPET for p in plans if p.split == "test")
     return sum(p.n_snippets for p in plans) * row + test_frames + 4096 * files + 64 * 1024
 
 
-def _write_all(tmp: Path, spec: DatasetSpec, seed: int, preset: str, plans: list[VideoPlan]) -> None:
+def _write_files(tmp: Path, plans: list[VideoPlan], num_crops: int, generate, meta: dict[str, Any]) -> None:
+    """Every video's crop and modality files (``generate(plan) -> (rgb [C,T,D], {mod: [T,d]})``), the lists,
+    annotations and frame ground truth, then ``meta`` (last: it marks the folder finished)."""
     from tqdm import tqdm
 
-    world = build_world(spec.signal, seed)
     lists: dict[str, list[str]] = {"train": [], "test": []}
     for plan in tqdm(plans, desc="synthetic videos", unit="video", file=sys.stderr, disable=None):
-        rgb, mods = generate_video(spec.signal, world, plan, seed, spec.num_crops)
-        for c in range(spec.num_crops):
+        rgb, mods = generate(plan)
+        for c in range(num_crops):
             rel = crop_path(plan, c)
             atomic_save_npy(tmp / rel, rgb[c])
             lists[plan.split].append(rel)
@@ -283,7 +311,7 @@ def _write_all(tmp: Path, spec: DatasetSpec, seed: int, preset: str, plans: list
         atomic_write_text(tmp / "lists" / f"{split}.list", "\n".join(lines) + "\n")
     atomic_write_text(tmp / "annotations.txt", "\n".join(annotation_line(p) for p in test) + "\n")
     atomic_save_npy(tmp / "gt.npy", np.concatenate([frame_gt(p) for p in test]))
-    atomic_write_json(tmp / "meta.json", _meta(spec, seed, preset, plans))  # last: marks it finished
+    atomic_write_json(tmp / "meta.json", meta)  # last: marks it finished
 
 
 def _read_meta(path: Path) -> dict[str, Any] | None:
@@ -294,17 +322,48 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) else None
 
 
+def family_spec(family: int, preset: str = "demo", **overrides: Any) -> Any:
+    """The spec of ``preset`` in generator family 1 (version 6) or 2, with overrides."""
+    if family == 1:
+        return make_spec(preset, **overrides)
+    if family == 2:
+        from pivad.data import synth_family2
+
+        return synth_family2.make_spec(preset, **overrides)
+    raise ConfigError(f"unknown synthetic family {family} (known: {', '.join(map(str, FAMILIES))})")
+
+
+def family_plan(family: int, spec: Any, seed: int) -> list[VideoPlan]:
+    """Every video of a dataset of that family (train then test)."""
+    if family == 2:
+        from pivad.data import synth_family2
+
+        return synth_family2.dataset_plan(spec, seed)
+    return dataset_plan(spec, seed)
+
+
+def plans_of(meta: dict[str, Any]) -> list[VideoPlan]:
+    """The plans of a finished dataset of a shipped preset, from its ``meta.json`` (for the benchmarks)."""
+    family = int(meta.get("family", 1))
+    if family == 2:  # its spec is flat: rebuild it with the dataset's own overrides
+        from pivad.data import synth_family2
+
+        return synth_family2.dataset_plan(synth_family2.Family2Spec(**meta["spec"]), int(meta["seed"]))
+    return family_plan(family, family_spec(family, meta["preset"]), int(meta["seed"]))
+
+
 def synthesize(
-    out_dir: str | Path, *, seed: int = 0, preset: str = "demo", force: bool = False, **overrides: Any
+    out_dir: str | Path, *, seed: int = 0, preset: str = "demo", force: bool = False, family: int = 1,
+    **overrides: Any,
 ) -> tuple[Path, bool]:
-    """Write (or reuse) a synthetic dataset; returns ``(out_dir, created)``.
+    """Write (or reuse) a synthetic dataset of generator ``family``; returns ``(out_dir, created)``.
 
     A finished dataset with the same settings is reused (``force`` rewrites it); one written by this
     generator with other settings is replaced; any other non-empty folder is refused.
     """
-    spec = make_spec(preset, **overrides)
+    spec = family_spec(family, preset, **overrides)
     out = Path(out_dir)
-    want = _fingerprint(spec, seed, preset)
+    want = _fingerprint(spec, seed, preset, family)
     meta_path = out / "meta.json"
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder")
@@ -319,7 +378,7 @@ def synthesize(
                 )
         elif meta.get("generator") != GENERATOR:
             raise DataError(f"{meta_path}: not written by {GENERATOR}; remove the folder or choose another --out")
-        elif {k: meta.get(k) for k in want} == want and not force:
+        elif {k: meta.get(k) for k in {*want, "family"}} == {"family": None, **want} and not force:
             return out, False
         elif (foreign := first_foreign(out, meta)) is not None:  # replacing would lose the user's files
             raise DataError(
@@ -332,12 +391,12 @@ def synthesize(
                 f"preset {meta.get('preset')}, version {meta.get('version')}); replacing it",
                 file=sys.stderr,
             )
-    plans = dataset_plan(spec, seed)
+    plans = family_plan(family, spec, seed)
     check_free_space(out, estimated_bytes(spec, plans), f"the synthetic dataset ({len(plans)} videos)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=out.parent))
     try:
-        _write_all(tmp, spec, seed, preset, plans)
+        (_write_all if family == 1 else _write_family2)(tmp, spec, seed, preset, plans)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -353,14 +412,17 @@ def synthesize(
 
 
 def write_synthetic_dataset(
-    out_dir: str | Path, *, seed: int = 0, preset: str = "demo", force: bool = False, **overrides: Any
+    out_dir: str | Path, *, seed: int = 0, preset: str = "demo", force: bool = False, family: int = 1,
+    **overrides: Any,
 ) -> Path:
-    """Write the synthetic dataset ``preset`` under ``out_dir`` (reused when already finished).
+    """Write the synthetic dataset ``preset`` of generator ``family`` under ``out_dir`` (reused when
+    already finished).
 
-    ``overrides`` change :class:`DatasetSpec` sizes or :class:`SignalSpec` fields (e.g.
-    ``feature_dim=64`` for fast tests). Same seed and settings give byte-identical files.
+    ``overrides`` change :class:`DatasetSpec` sizes or :class:`SignalSpec` fields (family 1; e.g.
+    ``feature_dim=64`` for fast tests), or :class:`~pivad.data.synth_family2.Family2Spec` fields
+    (family 2). Same seed and settings give byte-identical files.
     """
-    return synthesize(out_dir, seed=seed, preset=preset, force=force, **overrides)[0]
+    return synthesize(out_dir, seed=seed, preset=preset, force=force, family=family, **overrides)[0]
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -371,16 +433,21 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder to write the dataset into")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed: same bytes)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo", help="dataset size")
+    parser.add_argument("--family", type=int, choices=FAMILIES, default=1,
+                        help="generator family: 1 = version 6 (the demo's), 2 = the second benchmark family "
+                             "(docs/synthetic.md)")
     parser.add_argument("--force", action="store_true", help="rewrite the dataset even if a finished one is there")
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    out, created = synthesize(args.out, seed=args.seed, preset=args.preset, force=args.force)
+    family = getattr(args, "family", 1)
+    out, created = synthesize(args.out, seed=args.seed, preset=args.preset, force=args.force, family=family)
     meta = _read_meta(out / "meta.json") or {}
     sizes = meta.get("sizes", {})
     counts = ", ".join(
         f"{split} {s.get('abnormal', 0)}+{s.get('normal', 0)} videos" for split, s in sizes.items()
     )
     state = "written" if created else "already there (reused; --force rewrites it)"
-    print(f"synthetic dataset '{args.preset}' (seed {args.seed}) {state}: {out} ({counts})")
+    which = f"family {family}, seed {args.seed}" if family != 1 else f"seed {args.seed}"
+    print(f"synthetic dataset '{args.preset}' ({which}) {state}: {out} ({counts})")
     return 0

@@ -65,7 +65,8 @@ def training_features(config: dict[str, Any]) -> dict[str, Any]:
         try:
             meta = json.loads(meta_path.read_text())
             if isinstance(meta, dict) and meta.get("generator") == "pivad.data.synth":
-                source = f"synthetic (pivad data synth, generator version {meta.get('version')})"
+                family = f"family {meta['family']} " if meta.get("family") else ""
+                source = f"synthetic (pivad data synth, {family}generator version {meta.get('version')})"
         except (OSError, ValueError):
             pass
     out = {"source": source, "num_crops": data.get("num_crops"), "feature_dim": data.get("feature_dim")}

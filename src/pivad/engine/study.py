@@ -67,6 +67,7 @@ class StudySpec:
     variants: list[Variant]
     lanes: int = 2
     name: str = "study"
+    family: int = 1  # synthetic generator family (docs/synthetic.md: v6 is 1, "Family 2" is 2)
 
     @property
     def synthetic(self) -> bool:
@@ -144,7 +145,10 @@ def config_values(spec: StudySpec) -> dict:
 
 def fingerprint(spec: StudySpec) -> str:
     """What makes two studies comparable: the config's content, its overrides and the synthetic preset."""
-    text = json.dumps({"config": config_values(spec), "preset": spec.preset}, sort_keys=True, default=str)
+    values = {"config": config_values(spec), "preset": spec.preset}
+    if spec.family != 1:  # family 1 studies keep the fingerprints they were written with
+        values["family"] = spec.family
+    text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -255,7 +259,7 @@ def write_setup(spec: StudySpec, setup: dict | None) -> dict:
     setup = dict(setup or {})
     variants = dict(setup.get("variants") or {})
     variants.update({v.name: list(v.overrides) for v in spec.variants})
-    setup.update(config=spec.config, overrides=list(spec.overrides), preset=spec.preset,
+    setup.update(config=spec.config, overrides=list(spec.overrides), preset=spec.preset, family=spec.family,
                  fingerprint=fingerprint(spec), variants=variants,
                  data_seeds=sorted(set(setup.get("data_seeds") or []) | set(spec.data_seeds)),
                  train_seeds=sorted(set(setup.get("train_seeds") or []) | set(spec.train_seeds)))
@@ -343,8 +347,8 @@ def prepare_data(spec: StudySpec, log: Callable[[str], None]) -> None:
     for ds in spec.data_seeds:
         target = data_dir(spec.out, ds)
         if not (target / "meta.json").is_file():
-            log(f"study: synthetic dataset '{spec.preset}', data seed {ds}: {target}")
-        write_synthetic_dataset(target, seed=ds, preset=spec.preset)
+            log(f"study: synthetic dataset '{spec.preset}' (family {spec.family}), data seed {ds}: {target}")
+        write_synthetic_dataset(target, seed=ds, preset=spec.preset, family=spec.family)
     if spec.data_seeds and spec.variants:  # say once what the batch fitting of the demo config changes
         from pivad.commands.demo import demo_config
 

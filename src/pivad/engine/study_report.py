@@ -74,6 +74,8 @@ def report_study(spec: StudySpec) -> dict:
                             config=spec.config or "configs/demo.yaml", preset=spec.preset,
                             dataset=cfg.data.name if cfg else "", selection=cfg.train.selection if cfg else "val",
                             overrides=spec.overrides, train_seeds=spec.train_seeds, fp=fingerprint(spec))
+    if spec.family != 1:
+        summary["family"] = spec.family
     summary["files"] = {k: str(p) for k, p in write_summary(spec.out, spec.name, summary).items()}
     return summary
 
@@ -115,5 +117,7 @@ def resummarise(path: Path, name: str, variants: list[Variant] | None = None, co
                             dataset=stored.get("dataset", ""), selection=stored.get("selection", "val"),
                             overrides=stored.get("overrides") or [], train_seeds=train_seeds,
                             fp=stored.get("fingerprint"))
+    if stored.get("family", 1) != 1:
+        summary["family"] = stored["family"]
     summary["files"] = {k: str(p) for k, p in write_summary(path.parent, name, summary).items()}
     return summary

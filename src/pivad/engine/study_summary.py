@@ -68,6 +68,8 @@ def format_delta(d: dict) -> str:
 def heading(summary: dict) -> str:
     """The table's first line: what was studied and how to read it."""
     what = f"preset {summary['preset']}" if summary.get("preset") else f"data {summary.get('dataset', '?')}"
+    if summary.get("family", 1) != 1:
+        what += f" (synthetic family {summary['family']})"
     label = "test-selected" if summary.get("selection") == "test" else "val-selected"
     return (f"seeded study, {what}, config {summary['config']}; {label} checkpoints; "
             "Δ = π-VAD − teacher, paired, mean [95 % t interval], in points")
