@@ -196,6 +196,30 @@ def test_real_features_vary_only_the_training_seed(tmp_path, capsys, tiny_datase
     assert main(["study", "-c", str(path), "--out", str(tmp_path / "s"), "--data.train_list", str(missing)]) == 2
     _one_line(capsys, str(missing))
     assert not (tmp_path / "s" / "runs").exists() and not (tmp_path / "s" / "study_setup.json").exists()
+    assert main(["study", "-c", str(path), "--family", "2", "--out", str(tmp_path / "s")]) == 2
+    _one_line(capsys, "--family", "real features")
+
+
+def test_family_is_part_of_a_synthetic_study():
+    """--family 2 reaches the spec, and a family-2 folder is another study than a family-1 one (while the
+    family-1 fingerprint stays what earlier studies recorded)."""
+    import argparse
+
+    from pivad.commands.study import add_arguments, build_spec
+    from pivad.engine.study import fingerprint
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    def spec(*argv: str):
+        args = parser.parse_args(["--out", "/tmp/unused_study", *argv])
+        args.overrides = []
+        return build_spec(args)
+
+    one, two = spec(), spec("--family", "2")
+    assert (one.family, two.family) == (1, 2) and one.synthetic and two.synthetic
+    assert fingerprint(one) != fingerprint(two)
+    assert fingerprint(one) == fingerprint(spec("--family", "1"))
 
 
 # ------------------------------------------------------------------------------------ real studies
