@@ -76,6 +76,25 @@ class URDMUConfig:
     a_nums: int = 60  # abnormal memory slots
     n_nums: int = 60  # normal memory slots
     head_dim: int = 128  # hidden width of the classifier head
+    backbone: str = "urdmu"  # the WSVAD model that is teacher, baseline and π-VAD student: urdmu | pel4vad (docs/backbones.md); the other keys of this section are UR-DMU's
+
+
+@dataclass
+class PEL4VADConfig:
+    hidden_dim: int = 128  # TCA query/key/value width (official hid_dim)
+    out_dim: int = 300  # width of the causal classifier's input (official out_dim)
+    heads: int = 1  # TCA heads (official head_num)
+    window: int = 9  # TCA local attention window in snippets (official win_size)
+    gamma: float = 0.6  # initial weight of the learnt distance prior exp(-|w d² - b|) (official gamma)
+    bias: float = 0.2  # initial bias b of the distance prior (official bias)
+    norm: bool = True  # power + L2 normalisation of TCA's attention output (official norm)
+    causal_steps: int = 9  # kernel of the causal classifier, in snippets (official t_step)
+    temp: float = 0.09  # initial temperature of the prompt logits (logit scale log(1/temp))
+    lamda: float = 1.0  # weight of the prompt-enhanced loss beside the MIL BCE
+    dropout: float = 0.1  # dropout after the two 1x1 convolutions
+    smooth: str = "slide"  # test-time score smoothing: none | fixed (block means) | slide (forward moving mean)
+    kappa: int = 7  # smoothing window in snippets
+    prompts: str = ""  # class-prompt features .npy [C, input_dim/2], row 0 the normal class ("" = the built-in binary prompts; docs/backbones.md)
 
 
 @dataclass
@@ -144,6 +163,7 @@ class EvalConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: URDMUConfig = field(default_factory=URDMUConfig)
+    pel4vad: PEL4VADConfig = field(default_factory=PEL4VADConfig)
     inductor: InductorConfig = field(default_factory=InductorConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -3,7 +3,7 @@
 Payload (a plain dict, loadable with ``torch.load(weights_only=True)``)::
 
     version    checkpoint format version (int) and pivad version (str)
-    kind       "urdmu" | "pivad"
+    kind       "urdmu" | "pel4vad" (a backbone alone) | "pivad"
     config     the resolved Config as a nested dict
     model      state_dict
     optimizer  optimiser state_dict (None in exported/inference files)
@@ -15,8 +15,9 @@ Payload (a plain dict, loadable with ``torch.load(weights_only=True)``)::
     loader     the balanced loader's state_dict, for exact resume
     best       {"score", "step", "phase"} of the best checkpoint so far
 
-Official UR-DMU state dicts (a bare ``{name: tensor}`` mapping with the official key names) load too,
-through :func:`load_model` / :func:`load_inference_model`.
+Official UR-DMU and PEL4VAD state dicts (a bare ``{name: tensor}`` mapping with the official key names;
+``model.backbone`` of the given config says which) load too, through :func:`load_model` /
+:func:`load_inference_model`.
 """
 
 from __future__ import annotations
@@ -135,11 +136,11 @@ def _fit_problem(exc: RuntimeError) -> str:
 def model_from_checkpoint(ckpt: dict, path: str | Path = "<memory>") -> tuple[torch.nn.Module, Any]:
     """Rebuild the model stored in a loaded checkpoint dict; returns (model, Config)."""
     from pivad.config import from_dict
-    from pivad.models.factory import build_model
+    from pivad.models.factory import KINDS, build_model
 
     cfg = from_dict(ckpt["config"])
     kind = ckpt["kind"]
-    if kind not in ("urdmu", "pivad"):
+    if kind not in KINDS:
         raise CheckpointError(f"{path}: unknown model kind {kind!r}")
     model = build_model(kind, cfg)
     sd = _strip_teacher(ckpt["model"], model)
@@ -168,15 +169,24 @@ def load_model(path: str | Path, cfg: Any = None) -> tuple[torch.nn.Module, Any,
 
     path = Path(path)
     obj = _torch_load(path)
-    if is_state_dict(obj):  # official UR-DMU weights
-        from pivad.models import URDMU
-
+    if is_state_dict(obj):  # official weights of model.backbone (UR-DMU or PEL4VAD)
         cfg = cfg if cfg is not None else Config()
+        kind = cfg.model.backbone
         try:
-            model = URDMU.from_official_state_dict(obj, cfg.model)
+            if kind == "pel4vad":
+                from pivad.models.factory import backbone_builder
+                from pivad.models.pel4vad import PEL4VAD
+
+                prompts = backbone_builder(cfg)().prompts
+                model = PEL4VAD.from_official_state_dict(obj, cfg.model, cfg.pel4vad, prompts, source=str(path))
+            else:
+                from pivad.models import URDMU
+
+                model = URDMU.from_official_state_dict(obj, cfg.model)
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: not an official UR-DMU state dict ({first_line(exc, 200)})") from None
-        meta = {"kind": "urdmu", "source": "official", "step": None, "phase": None, "metrics": {},
+            name = "PEL4VAD" if kind == "pel4vad" else "UR-DMU"
+            raise CheckpointError(f"{path}: not an official {name} state dict ({first_line(exc, 200)})") from None
+        meta = {"kind": kind, "source": "official", "step": None, "phase": None, "metrics": {},
                 "threshold": cfg.eval.threshold}
         return model.eval(), cfg, meta
     ckpt = load_checkpoint(path)
