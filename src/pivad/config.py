@@ -99,7 +99,7 @@ class PEL4VADConfig:
 
 @dataclass
 class InductorConfig:
-    position: str = "both"  # where PI modules sit in the student: early | late | both | none
+    position: str = "both"  # where PI modules sit in the student: early | late | both | none, or hook points of model.backbone joined by + (docs/backbones.md)
     latent_dim: int = 384  # PMG latent width L (defaults sized to paper Table 5: docs/inductor.md)
     cmi_depth: int = 6  # transformer blocks in the CMI fusion stack
     cmi_heads: int = 8  # attention heads in CMI blocks

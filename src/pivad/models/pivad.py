@@ -80,8 +80,8 @@ def build_inductors(backbone, inductor_cfg, widths: dict[str, int]) -> nn.Module
     points = resolve_points(backbone, inductor_cfg.position)
     for p in points:
         if backbone.hook_points[p] % inductor_cfg.cmi_heads:
-            raise ValueError(f"inductor.cmi_heads: {inductor_cfg.cmi_heads} heads do not divide the width "
-                             f"{backbone.hook_points[p]} of {backbone.name}'s hook point '{p}'")
+            raise ValueError(f"inductor.cmi_heads: the width {backbone.hook_points[p]} of {backbone.name}'s hook "
+                             f"point '{p}' is not divisible by {inductor_cfg.cmi_heads} heads")
     return nn.ModuleDict(
         {
             p: PI(
