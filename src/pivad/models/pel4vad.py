@@ -13,7 +13,8 @@ test mode, with the quirks that change the numbers marked ``QUIRK``:
 
 What differs: no CUDA calls; ``[B, T, C]`` layout throughout (the 1x1 convolutions are ``Linear``,
 :meth:`PEL4VAD.from_official_state_dict` reshapes them); the window mask is built once per length
-without Python loops; smoothing is one pooling call. The prompt-enhanced loss is in
+without Python loops; smoothing is one pooling call (``slide``) or differences of a running sum
+(``fixed``), both with T dynamic in an ONNX trace. The prompt-enhanced loss is in
 :mod:`pivad.losses.pel4vad` (the model returns what it needs).
 
 Hook points (π-VAD reads F* and writes F_M* there): ``context`` (after TCA and the LayerNorm, width
@@ -55,9 +56,10 @@ class PEL4VADOutput:
 
 def window_mask(T: int, window: int, device=None) -> torch.Tensor:
     """(T, T) bool: row j keeps columns ``clamp(j - window//2 + k, 0, T-1)`` for k < window (official get_mask)."""
-    rows = torch.arange(T, device=device).unsqueeze(1)  # (T, 1)
-    cols = (rows - window // 2 + torch.arange(window, device=device)).clamp(0, T - 1)  # (T, window)
-    return torch.zeros(T, T, dtype=torch.bool, device=device).scatter_(1, cols, True)
+    # the clamped indices stay inside [j - window//2, j - window//2 + window - 1]: a band, built by comparison
+    t = torch.arange(T, device=device)
+    offset = t.unsqueeze(0) - t.unsqueeze(1) + window // 2  # (T, T): column - row + window//2
+    return (offset >= 0) & (offset < window)
 
 
 def smooth_scores(scores: torch.Tensor, mode: str, kappa: int) -> torch.Tensor:
@@ -66,11 +68,14 @@ def smooth_scores(scores: torch.Tensor, mode: str, kappa: int) -> torch.Tensor:
         return scores
     if kappa < 2:
         raise ValueError(f"pel4vad.kappa must be at least 2 for smoothing, got {kappa}")
-    T = scores.shape[-1]
     if mode == "fixed":
-        pad = (-T) % kappa
-        blocks = F.pad(scores, (0, pad)).unflatten(-1, (-1, kappa))  # (b, T'/kappa, kappa)
-        return blocks.mean(-1, keepdim=True).expand_as(blocks).flatten(-2)[..., :T]  # (b, T)
+        # block sums from a float64 running sum (exact enough for hours of snippets); the running sum is
+        # extended by kappa copies of its total, which stands for the zero padding, so no step depends on
+        # T in Python and an ONNX trace keeps T dynamic
+        c = F.pad(scores.double().cumsum(-1), (1, 0))  # (b, T + 1): sum of the first t scores
+        c = torch.cat([c, c[:, -1:].expand(-1, kappa)], dim=-1)  # (b, T + 1 + kappa)
+        start = torch.div(torch.arange(scores.shape[-1], device=scores.device), kappa, rounding_mode="floor") * kappa
+        return ((c[:, start + kappa] - c[:, start]) / kappa).to(scores.dtype)  # (b, T) block means
     if mode == "slide":
         padded = F.pad(scores, (0, kappa - 1)).unsqueeze(1)  # (b, 1, T + kappa - 1)
         return F.avg_pool1d(padded, kappa, stride=1).squeeze(1)  # (b, T): mean of snippets t .. t+kappa-1
