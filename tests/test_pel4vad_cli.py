@@ -88,3 +88,11 @@ def test_bad_position_and_teacher_kind_are_one_line_errors(tiny_dataset, pel_run
 
     with pytest.raises(CheckpointError, match="must be a pel4vad checkpoint"):
         train(cfg, tmp_path / "p", progress=False)
+
+
+def test_detect_scores_a_video_with_a_pel4vad_student(pel_run, tmp_path):
+    from test_detect import CLIP, FAST
+
+    assert main(["detect", str(CLIP), "--ckpt", str(pel_run / "best.pt"), "--out", str(tmp_path / "d"), *FAST]) == 0
+    info = json.loads((tmp_path / "d" / "carphone_40.json").read_text())
+    assert len(info["snippet_scores"]) == 3 and all(0.0 <= s <= 1.0 for s in info["snippet_scores"])
