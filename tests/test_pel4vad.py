@@ -203,3 +203,27 @@ def test_hooks_replace_features_and_every_parameter_trains():
         scores = model.eval()(x.view(2, 2, 9, 16))
         assert scores.shape == (2, 9) and torch.isfinite(scores).all()
         assert not torch.allclose(model(x.view(2, 2, 9, 16), hooks={"head": lambda f: f * 0}), scores)
+
+
+def test_evaluate_cli_on_an_official_checkpoint(official, tiny_dataset, tmp_path, capsys):
+    """``pivad evaluate --ckpt OFFICIAL.pkl -c CONFIG`` with the official model's random init (UCF config)."""
+    import json
+
+    import yaml
+
+    from pivad.cli import main
+    from pivad.config import to_dict
+    from test_resume import tiny_config
+
+    _, off, _ = _pair(official, "ucf")
+    pkl = tmp_path / "ucf__random.pkl"
+    torch.save(off.state_dict(), pkl)
+    cfg = tiny_config(tiny_dataset, model={"backbone": "pel4vad"}, pel4vad={"prompts": "builtin:ucf"})
+    path = tmp_path / "pel4vad_tiny.yaml"
+    path.write_text(yaml.safe_dump(to_dict(cfg)))
+    assert main(["evaluate", "--ckpt", str(pkl), "-c", str(path), "--no-progress", "--no-plots",
+                 "--out", str(tmp_path / "e")]) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())["models"]["model"]
+    assert metrics["kind"] == "pel4vad" and 0.0 <= metrics["auc"] <= 1.0
+    assert main(["evaluate", "--ckpt", str(pkl), "--no-progress", "--no-plots", "--out", str(tmp_path / "f")]) == 2
+    assert "add -c CONFIG" in capsys.readouterr().err
