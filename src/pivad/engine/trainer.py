@@ -61,7 +61,7 @@ def plan_phases(cfg: Config) -> list[tuple[str, int]]:
     t = cfg.train
     backbone = getattr(cfg.model, "backbone", "urdmu")
     if t.model not in ("urdmu", "pivad", backbone):
-        raise ConfigError(f"train.model: expected {backbone} (the backbone alone) or pivad, got {t.model!r}")
+        raise ConfigError(f"train.model: expected {backbone} or pivad ({backbone}: the backbone alone), got {t.model!r}")
     if t.model == "urdmu" and backbone != "urdmu":
         raise ConfigError(f"train.model: urdmu trains UR-DMU alone, but model.backbone is {backbone!r} "
                           f"(train.model: {backbone})")
