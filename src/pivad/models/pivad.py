@@ -28,6 +28,7 @@ from pivad.models.backbone import resolve_points
 from pivad.models.inductor import PI
 from pivad.models.urdmu import URDMU
 
+
 @dataclass
 class PITrace:
     """What one PI's losses read (train mode): F*, F_M*, PMG's ê_j and their targets, CMI's z_j, the teacher."""
