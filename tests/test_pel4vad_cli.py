@@ -96,3 +96,13 @@ def test_detect_scores_a_video_with_a_pel4vad_student(pel_run, tmp_path):
     assert main(["detect", str(CLIP), "--ckpt", str(pel_run / "best.pt"), "--out", str(tmp_path / "d"), *FAST]) == 0
     info = json.loads((tmp_path / "d" / "carphone_40.json").read_text())
     assert len(info["snippet_scores"]) == 3 and all(0.0 <= s <= 1.0 for s in info["snippet_scores"])
+
+
+def test_resume_mid_step_two_reaches_the_same_weights(pel_run, tiny_dataset, tmp_path):
+    cfg = tiny_config(tiny_dataset, **PEL)
+    part = train(cfg, tmp_path / "part", stop_after=4, progress=False)  # inside π-VAD step 2
+    assert part.interrupted and load_checkpoint(tmp_path / "part" / "last.pt")["phase"] == "second"
+    assert train(cfg, tmp_path / "part", resume=True, progress=False).global_step == 5
+    for name in ("last.pt", "best.pt", "teacher.pt"):
+        full, resumed = load_checkpoint(pel_run / name)["model"], load_checkpoint(tmp_path / "part" / name)["model"]
+        assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full), name
