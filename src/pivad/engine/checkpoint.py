@@ -174,11 +174,11 @@ def load_model(path: str | Path, cfg: Any = None) -> tuple[torch.nn.Module, Any,
         kind = cfg.model.backbone
         try:
             if kind == "pel4vad":
-                from pivad.models.factory import backbone_builder
+                from pivad.data.prompts import load_prompts
                 from pivad.models.pel4vad import PEL4VAD
 
-                prompts = backbone_builder(cfg)().prompts
-                model = PEL4VAD.from_official_state_dict(obj, cfg.model, cfg.pel4vad, prompts, source=str(path))
+                model = PEL4VAD.from_official_state_dict(obj, cfg.model, cfg.pel4vad,
+                                                         load_prompts(cfg.pel4vad.prompts), source=str(path))
             else:
                 from pivad.models import URDMU
 
