@@ -106,3 +106,24 @@ def test_resume_mid_step_two_reaches_the_same_weights(pel_run, tiny_dataset, tmp
     for name in ("last.pt", "best.pt", "teacher.pt"):
         full, resumed = load_checkpoint(pel_run / name)["model"], load_checkpoint(tmp_path / "part" / name)["model"]
         assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full), name
+
+
+def test_bad_backbone_and_prompts_are_one_line_errors(tiny_dataset, tmp_path, capsys):
+    assert main(["info", "--model.backbone", "c3d"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pivad: error:") and "model.backbone" in err and "c3d" in err and err.count("\n") == 1
+    missing = tmp_path / "nope-prompt.npy"
+    assert main(["info", "--model.backbone", "pel4vad", "--pel4vad.prompts", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pivad: error:") and "pel4vad.prompts" in err and "nope-prompt.npy" in err
+    assert err.count("\n") == 1
+    import yaml
+
+    from pivad.config import to_dict
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(to_dict(tiny_config(tiny_dataset))))
+    assert main(["train", "-c", str(path), "--model.backbone", "c3d", "--no-progress",
+                 "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pivad: error:") and "model.backbone" in err and err.count("\n") == 1

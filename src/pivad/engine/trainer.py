@@ -59,7 +59,11 @@ class TrainResult:
 def plan_phases(cfg: Config) -> list[tuple[str, int]]:
     """(phase, steps) in order for this config."""
     t = cfg.train
+    from pivad.models.factory import BACKBONES
+
     backbone = getattr(cfg.model, "backbone", "urdmu")
+    if backbone not in BACKBONES:
+        raise ConfigError(f"model.backbone: expected one of {', '.join(BACKBONES)}, got {backbone!r}")
     if t.model not in ("urdmu", "pivad", backbone):
         raise ConfigError(f"train.model: expected {backbone} or pivad ({backbone}: the backbone alone), got {t.model!r}")
     if t.model == "urdmu" and backbone != "urdmu":

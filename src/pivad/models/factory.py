@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from pivad.errors import ConfigError
 from pivad.models.pel4vad import PEL4VAD
 from pivad.models.pivad import PIVAD
 from pivad.models.urdmu import URDMU
@@ -24,7 +25,7 @@ def backbone_builder(cfg, kind: str | None = None) -> Callable[[], nn.Module]:
 
         prompts = load_prompts(cfg.pel4vad.prompts)
         return lambda: PEL4VAD(cfg.model, cfg.pel4vad, prompts)
-    raise ValueError(f"model.backbone: unknown backbone {kind!r} (known: {', '.join(BACKBONES)})")
+    raise ConfigError(f"model.backbone: unknown backbone {kind!r} (known: {', '.join(BACKBONES)})")
 
 
 def build_model(kind: str, cfg) -> nn.Module:
