@@ -46,3 +46,17 @@ def test_demo_family2_writes_its_own_data_folder(tmp_path, capsys):
     meta = json.loads((tmp_path / "demo_data_tiny_family2" / "meta.json").read_text())
     assert meta["family"] == 2 and not (tmp_path / "demo_data_tiny").exists()
     assert "| UR-DMU" in capsys.readouterr().out
+
+
+def test_demo_tiny_on_pel4vad(tmp_path, capsys):
+    """``pivad demo --model.backbone pel4vad``: a PEL4VAD teacher and π-VAD on PEL4VAD, both rows printed."""
+    cfg = {"inductor": {"latent_dim": 8, "cmi_depth": 1, "cmi_heads": 2},
+           "pel4vad": {"hidden_dim": 8, "out_dim": 8},
+           "train": {"teacher_steps": 2, "warmup_steps": 1, "steps": 2, "eval_every": 2, "threads": 1},
+           "data": {"num_segments": 16, "batch_normal": 2, "batch_abnormal": 2, "val_fraction": 0.2}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["demo", "--preset", "tiny", "--out", str(tmp_path), "-c", str(tmp_path / "tiny.yaml"),
+                 "--model.backbone", "pel4vad", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    for row in ("PEL4VAD (teacher, val-selected)", "π-VAD (val-selected)"):
+        assert f"| {row} |" in out

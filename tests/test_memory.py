@@ -164,7 +164,9 @@ def test_bf16_step_runs_in_bfloat16_with_float32_losses(phase):
     assert loss_bf.dtype == torch.float32 and torch.isfinite(loss_bf)
     assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads_bf.values())
     if phase == "second":
-        aux = seen[0].aux
+        from pivad.losses.inductor import inductor_terms
+
+        aux = inductor_terms(seen[0], model.loss_cfg)
         assert all(v.dtype == torch.float32 for v in aux.values())  # PMG, align, distill in float32
     loss_fp, _, _ = _loss_and_grads(model, phase, checkpointing=False)
     torch.testing.assert_close(loss_bf, loss_fp, rtol=0.05, atol=0.05)  # the same loss to bf16 precision

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pivad.config import Config, InductorConfig, LossConfig, ModalityConfig, URDMUConfig
-from pivad.losses.inductor import pivad_loss
+from pivad.losses.inductor import inductor_terms, pivad_loss
 from pivad.models import PIVAD, URDMU, PIVADInference, PIVADOutput, build_model
 
 MODS = [ModalityConfig("pose", 5), ModalityConfig("depth", 3)]
@@ -98,7 +98,7 @@ def test_train_output_and_aux_terms():
     out, _, parts = _step(model, "first")
     assert out.student is None and set(parts) >= {"pmg", "align", "distill"}
     out, _, _ = _step(tiny_pivad("early", use_distill=False, use_align=False), "second")
-    assert set(out.aux) == {"pmg", "early/pmg"}
+    assert set(inductor_terms(out, LossConfig(use_distill=False, use_align=False))) == {"pmg", "early/pmg"}
 
 
 def test_distill_and_pmg_terms_are_wired_to_the_right_features():
@@ -116,8 +116,9 @@ def test_distill_and_pmg_terms_are_wired_to_the_right_features():
         res = model.inductors["early"](f)
         want_distill = F.mse_loss(res.out, teacher.eval().features(x)["early"])
         want_pmg = sum(F.mse_loss(res.pseudo[m.name], mods[m.name]) for m in MODS)
-    assert torch.allclose(out.aux["distill"], want_distill, atol=1e-6)
-    assert torch.allclose(out.aux["pmg"], want_pmg, atol=1e-6)
+    aux = inductor_terms(out, model.loss_cfg)
+    assert torch.allclose(aux["distill"], want_distill, atol=1e-6)
+    assert torch.allclose(aux["pmg"], want_pmg, atol=1e-6)
 
 
 def test_inference_view_matches_the_full_model_and_reloads_from_a_state_dict():

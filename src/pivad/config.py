@@ -155,6 +155,19 @@ class LabelRule(Check):
         return None
 
 
+class Position(Check):
+    """``early``, ``late``, ``both``, ``none``, or hook-point names joined by ``+`` (the backbone checks the names)."""
+
+    allowed = "early | late | both | none | POINT[+POINT...]"
+    _PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(\+[A-Za-z_][A-Za-z0-9_]{0,63}){0,15}")
+
+    def problem(self, value: Any) -> str | None:
+        if value in ("early", "late", "both", "none") or self._PATTERN.fullmatch(value):
+            return None
+        return f"expected early, late, both, none or hook points joined by '+', got {_show(value)}"
+
+
+BACKBONES = ("urdmu", "pel4vad")  # model.backbone (pivad.models.factory builds each)
 WIDTH = Range(1, MAX_WIDTH)
 COUNT = Range(0, MAX_STEPS)  # steps
 EVERY = Range(1, MAX_STEPS)  # an interval in steps
@@ -231,14 +244,33 @@ class URDMUConfig:
     a_nums: int = setting(60, WIDTH)  # abnormal memory slots
     n_nums: int = setting(60, WIDTH)  # normal memory slots
     head_dim: int = setting(128, WIDTH)  # hidden width of the classifier head
+    backbone: str = setting("urdmu", OneOf(*BACKBONES))  # the WSVAD model that is teacher, baseline and π-VAD student: urdmu | pel4vad (docs/backbones.md); the other keys of this section are UR-DMU's
+
+
+@dataclass
+class PEL4VADConfig:
+    hidden_dim: int = setting(128, WIDTH)  # TCA query/key/value width (official hid_dim)
+    out_dim: int = setting(300, WIDTH)  # width of the causal classifier's input (official out_dim)
+    heads: int = setting(1, Range(1, MAX_HEADS))  # TCA heads (official head_num)
+    window: int = setting(9, Range(1, MAX_SEGMENTS))  # TCA local attention window in snippets (official win_size)
+    gamma: float = setting(0.6, Range())  # initial weight of the learnt distance prior exp(-|w d² - b|) (official gamma)
+    bias: float = setting(0.2, Range())  # initial bias b of the distance prior (official bias)
+    norm: bool = True  # power + L2 normalisation of TCA's attention output (official norm)
+    causal_steps: int = setting(9, Range(1, MAX_SEGMENTS))  # kernel of the causal classifier, in snippets (official t_step)
+    temp: float = setting(0.09, POSITIVE)  # initial temperature of the prompt logits (logit scale log(1/temp))
+    lamda: float = setting(1.0, NONNEGATIVE)  # weight of the prompt-enhanced loss beside the MIL BCE
+    dropout: float = setting(0.1, FRACTION)  # dropout after the two 1x1 convolutions
+    smooth: str = setting("slide", OneOf("none", "fixed", "slide"))  # test-time score smoothing: none | fixed (block means) | slide (forward moving mean)
+    kappa: int = setting(7, Range(1, MAX_SEGMENTS))  # smoothing window in snippets
+    prompts: str = setting("", PATH)  # class-prompt features .npy [C, input_dim/2], row 0 the normal class ("" = the built-in binary prompts; docs/backbones.md)
 
 
 @dataclass
 class InductorConfig:
-    position: str = setting("both", OneOf("early", "late", "both", "none"))  # where PI modules sit in the student: early | late | both | none
+    position: str = setting("both", Position())  # where PI modules sit in the student: early | late | both | none, or hook points of model.backbone joined by + (docs/backbones.md)
     latent_dim: int = setting(384, WIDTH)  # PMG latent width L (defaults sized to paper Table 5: docs/inductor.md)
     cmi_depth: int = setting(6, Range(1, MAX_DEPTH))  # transformer blocks in the CMI fusion stack
-    cmi_heads: int = setting(8, Range(1, MAX_HEADS))  # attention heads in CMI blocks (they divide the PI's width: model.hidden_dim early, twice it late)
+    cmi_heads: int = setting(8, Range(1, MAX_HEADS))  # attention heads in CMI blocks (they divide the PI's width: on UR-DMU model.hidden_dim early, twice it late)
     cmi_mlp_ratio: float = setting(2.0, Range(0.0, 64.0, lo_open=True))  # feed-forward width / D in CMI blocks
     cmi_dropout: float = setting(0.1, FRACTION)  # dropout in CMI blocks
     tau: float = setting(0.1, POSITIVE)  # InfoNCE temperature
@@ -263,7 +295,7 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    model: str = setting("pivad", OneOf("urdmu", "pivad"))  # what to train: urdmu (teacher/baseline only) | pivad (teacher, then student)
+    model: str = setting("pivad", OneOf(*BACKBONES, "pivad"))  # what to train: the backbone alone (urdmu | pel4vad: teacher/baseline only; it must be model.backbone) | pivad (teacher, then student)
     teacher_ckpt: str = setting("", PATH)  # load the teacher from this checkpoint (own or official UR-DMU state dict)
     student_init: str = setting("random", OneOf("random", "teacher"))  # π-VAD student before step 1: random (the paper) | teacher (a copy of the teacher's weights)
     student_clean: bool = False  # π-VAD's student trains without dropout and reparameterisation noise, like the teacher's distillation target (eval-mode features); the paper is silent
@@ -299,6 +331,7 @@ class EvalConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: URDMUConfig = field(default_factory=URDMUConfig)
+    pel4vad: PEL4VADConfig = field(default_factory=PEL4VADConfig)
     inductor: InductorConfig = field(default_factory=InductorConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -421,8 +454,12 @@ def _check_together(cfg: Config) -> None:
     twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
     if twice is not None:
         raise _KeyProblem("data.modalities", f"modality {twice!r} is listed twice")
+    backbone, trained = cfg.model.backbone, cfg.train.model
+    if trained not in ("pivad", backbone):
+        raise _KeyProblem("train.model", f"{trained} trains {trained} alone, but model.backbone is {backbone!r} "
+                          f"(train.model: {backbone} or pivad)")
     ind = cfg.inductor
-    if cfg.train.model == "pivad" and ind.position != "none":
+    if cfg.train.model == "pivad" and cfg.model.backbone == "urdmu" and ind.position in ("early", "late", "both"):
         widths = {"early": cfg.model.hidden_dim, "late": 2 * cfg.model.hidden_dim}
         for pos in ("early", "late") if ind.position == "both" else (ind.position,):
             if widths[pos] % ind.cmi_heads:

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = demo_config(args.config, args.overrides, data_dir, out)
     check_run_inputs(cfg)
     run_dir = new_run_dir(cfg.train.out_dir, cfg.train.model, cfg.data.name, link=False)
-    print(f"[2/3] training UR-DMU teacher and π-VAD: {run_dir}", file=sys.stderr)
+    print(f"[2/3] training the {cfg.model.backbone} teacher and π-VAD: {run_dir}", file=sys.stderr)
     try:
         result = train(cfg, run_dir, progress=not args.no_progress)
     finally:

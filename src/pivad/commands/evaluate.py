@@ -18,7 +18,7 @@ from pivad.cli import add_config_arguments
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", metavar="RUN_DIR", help="a run directory (teacher.pt, best.pt, last.pt)")
-    src.add_argument("--ckpt", metavar="CKPT", help="one checkpoint (ours or an official UR-DMU state dict)")
+    src.add_argument("--ckpt", metavar="CKPT", help="one checkpoint (ours, or an official UR-DMU or PEL4VAD state dict: model.backbone of -c CONFIG says which)")
     add_config_arguments(parser)
     parser.add_argument("--out", metavar="DIR", help="output folder (default: the run dir, or <ckpt dir>/eval_<name>)")
     parser.add_argument("--no-plots", action="store_true", help="metrics and scores only")
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             from pivad.engine.checkpoint import is_state_dict, _torch_load
 
             if is_state_dict(_torch_load(ckpt)):
-                raise ConfigError(f"{ckpt}: an official UR-DMU state dict carries no data config: add -c CONFIG")
+                raise ConfigError(f"{ckpt}: an official state dict carries no data config: add -c CONFIG")
     from pivad.outputs import check_output_dir
 
     check_output_dir(out)

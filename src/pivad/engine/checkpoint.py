@@ -3,7 +3,7 @@
 Payload (a plain dict, loadable with ``torch.load(weights_only=True)``)::
 
     version    checkpoint format version (int) and pivad version (str)
-    kind       "urdmu" | "pivad"
+    kind       "urdmu" | "pel4vad" (a backbone alone) | "pivad"
     config     the resolved Config as a nested dict
     model      state_dict
     optimizer  optimiser state_dict (None in exported/inference files)
@@ -16,8 +16,9 @@ Payload (a plain dict, loadable with ``torch.load(weights_only=True)``)::
     best       {"score", "step", "phase"} of the best checkpoint so far
     log_window the per-step losses since the last log line, so a resumed run logs as an uninterrupted one
 
-Official UR-DMU state dicts (a bare ``{name: tensor}`` mapping with the official key names) load too,
-through :func:`load_model` / :func:`load_inference_model`.
+Official UR-DMU and PEL4VAD state dicts (a bare ``{name: tensor}`` mapping with the official key names;
+``model.backbone`` of the given config says which) load too, through :func:`load_model` /
+:func:`load_inference_model`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from pivad import __version__
-from pivad.errors import CheckpointError, ConfigError
+from pivad.errors import CheckpointError, ConfigError, PivadError
 from pivad.io import atomic_torch_save
 from pivad.safe_load import first_line, load_weights
 
@@ -214,15 +215,15 @@ def checkpoint_config(ckpt: dict, path: str | Path = "<memory>") -> Any:
 
 def model_from_checkpoint(ckpt: dict, path: str | Path = "<memory>") -> tuple[torch.nn.Module, Any]:
     """Rebuild the model stored in a loaded checkpoint dict; returns (model, Config)."""
-    from pivad.models.factory import build_model
+    from pivad.models.factory import KINDS, build_model
 
     cfg = checkpoint_config(ckpt, path)
     kind = ckpt["kind"]
-    if kind not in ("urdmu", "pivad"):
+    if kind not in KINDS:
         raise CheckpointError(f"{path}: unknown model kind {_shown(kind)}")
     try:
         model = build_model(kind, cfg)
-    except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as exc:  # widths that do not fit together
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError, PivadError) as exc:  # widths that do not fit
         raise CheckpointError(f"{path}: its config builds no {kind} model ({first_line(exc, 160)})") from None
     sd = _strip_teacher(ckpt["model"], model)
     try:
@@ -250,17 +251,25 @@ def load_model(path: str | Path, cfg: Any = None) -> tuple[torch.nn.Module, Any,
 
     path = Path(path)
     obj = _torch_load(path)
-    if is_state_dict(obj):  # official UR-DMU weights
-        from pivad.models import URDMU
-
+    if is_state_dict(obj):  # official weights of model.backbone (UR-DMU or PEL4VAD)
         check_weights(obj, path, "state dict")
-
         cfg = cfg if cfg is not None else Config()
+        kind = cfg.model.backbone
         try:
-            model = URDMU.from_official_state_dict(obj, cfg.model)
+            if kind == "pel4vad":
+                from pivad.data.prompts import load_prompts
+                from pivad.models.pel4vad import PEL4VAD
+
+                model = PEL4VAD.from_official_state_dict(obj, cfg.model, cfg.pel4vad,
+                                                         load_prompts(cfg.pel4vad.prompts), source=str(path))
+            else:
+                from pivad.models import URDMU
+
+                model = URDMU.from_official_state_dict(obj, cfg.model)
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: not an official UR-DMU state dict ({first_line(exc, 200)})") from None
-        meta = {"kind": "urdmu", "source": "official", "step": None, "phase": None, "metrics": {},
+            name = "PEL4VAD" if kind == "pel4vad" else "UR-DMU"
+            raise CheckpointError(f"{path}: not an official {name} state dict ({first_line(exc, 200)})") from None
+        meta = {"kind": kind, "source": "official", "step": None, "phase": None, "metrics": {},
                 "threshold": cfg.eval.threshold}
         return model.eval(), cfg, meta
     ckpt = _checked(obj, path)

@@ -19,7 +19,7 @@ from pivad.engine.evaluate import (EvalResult, GroundTruth, evaluate_model, form
                                    save_scores)
 from pivad.io import atomic_write_json, json_safe
 
-NAMES = {"urdmu": "UR-DMU", "pivad": "π-VAD"}
+NAMES = {"urdmu": "UR-DMU", "pel4vad": "PEL4VAD", "pivad": "π-VAD"}  # key "urdmu" below: the teacher, any backbone
 
 
 def load_test_set(cfg: Any) -> Any:
@@ -123,7 +123,7 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], out_dir: Path, *, overrid
 
 def row_name(key: str, entry: dict) -> str:
     name = NAMES.get(entry["kind"], entry["kind"])
-    return f"{name} ({'teacher, ' if key == 'urdmu' and entry['kind'] == 'urdmu' else ''}{entry['label']})"
+    return f"{name} ({'teacher, ' if key == 'urdmu' and entry['kind'] != 'pivad' else ''}{entry['label']})"
 
 
 def render_table(report: dict) -> str:

@@ -6,7 +6,8 @@ Phases (paper Section 4.4), each a plain loop over steps of one balanced batch:
     first    π-VAD warm-up on L_first = L_PMG + L_align + L_distill for ``train.warmup_steps``
     second   π-VAD on L_second = L_MIL + λ1·L_align + λ2·L_distill + L_PMG for ``train.steps``
 
-``train.model: urdmu`` runs only the teacher phase (the baseline). π-VAD's two steps share one Adam
+``train.model: urdmu`` (or the name of ``model.backbone``) runs only the teacher phase (the baseline).
+Teacher and student are the backbone ``model.backbone`` (UR-DMU, PEL4VAD: docs/backbones.md). π-VAD's two steps share one Adam
 optimiser (the warm-up's moments carry into step 2). One balanced loader feeds all phases.
 
 Files (rank 0 only) in the run directory: ``last.pt`` every ``train.eval_every`` steps, at the end of
@@ -58,7 +59,7 @@ class TrainResult:
 def plan_phases(cfg: Config) -> list[tuple[str, int]]:
     """(phase, steps) in order for this config."""
     t = check_config(cfg).train  # values set on the object after it was loaded are checked too
-    if t.model == "urdmu":
+    if t.model != "pivad":  # the backbone alone (the config check makes it model.backbone)
         return [("teacher", t.teacher_steps)]
     phases = [] if t.teacher_ckpt else [("teacher", t.teacher_steps)]
     return phases + [("first", t.warmup_steps), ("second", t.steps)]
@@ -123,15 +124,15 @@ def _to_device(batch: Any, info: ddp.DistInfo, n_normal: int, device: torch.devi
 def step_loss(model: torch.nn.Module, phase: str, rgb: torch.Tensor, labels: torch.Tensor,
               mods: dict[str, torch.Tensor], cfg: Config) -> tuple[torch.Tensor, dict]:
     """One training step's ``(loss, parts)``: the forward pass at ``train.precision``, the loss in float32."""
+    from pivad.losses.backbone import backbone_loss
     from pivad.losses.inductor import pivad_loss
-    from pivad.losses.mil import mil_loss
 
     with autocast(rgb.device, cfg.train.precision):
         out = model(rgb) if phase == "teacher" else model(rgb, modalities=mods, phase=phase)
     out = to_float(out)
     if phase == "teacher":
-        return mil_loss(out, labels)
-    return pivad_loss(out, labels, cfg.loss, phase)
+        return backbone_loss(out, labels, cfg)
+    return pivad_loss(out, labels, cfg.loss, phase, cfg)
 
 
 def micro_batches(rgb: torch.Tensor, labels: torch.Tensor, mods: dict[str, torch.Tensor], size: int):
@@ -250,20 +251,27 @@ class Trainer:
                                 weight_decay=t.weight_decay)
 
     def _load_teacher(self) -> torch.nn.Module:
-        """The frozen UR-DMU teacher: this run's ``teacher.pt`` or ``train.teacher_ckpt``."""
+        """The frozen teacher (a ``model.backbone``): this run's ``teacher.pt`` or ``train.teacher_ckpt``."""
         path = Path(self.cfg.train.teacher_ckpt) if self.cfg.train.teacher_ckpt else self.run_dir / "teacher.pt"
         teacher, tcfg, meta = load_model(path, self.cfg)
-        if meta["kind"] != "urdmu":
-            raise CheckpointError(f"{path}: the teacher must be a UR-DMU checkpoint, found {meta['kind']}")
-        if (tcfg.model.hidden_dim, tcfg.model.input_dim) != (self.cfg.model.hidden_dim, self.cfg.model.input_dim):
+        backbone = self.cfg.model.backbone
+        if meta["kind"] != backbone:
+            raise CheckpointError(f"{path}: the teacher must be a {backbone} checkpoint (model.backbone), "
+                                  f"found {meta['kind']}")
+        if backbone == "urdmu" and (tcfg.model.hidden_dim, tcfg.model.input_dim) != (
+                self.cfg.model.hidden_dim, self.cfg.model.input_dim):
             raise ConfigError(f"{path}: teacher widths (input {tcfg.model.input_dim}, hidden {tcfg.model.hidden_dim})"
                               f" differ from model.* of this config")
+        if backbone != "urdmu" and (teacher.input_dim, teacher.hook_points) != (
+                self.cfg.model.input_dim, self._new_model(backbone).hook_points):
+            raise ConfigError(f"{path}: teacher widths (input {teacher.input_dim}, hook points "
+                              f"{teacher.hook_points}) differ from this config's {backbone}")
         return teacher.to(self.device).eval()
 
     def _phase_model(self, phase: str) -> torch.nn.Module:
         """A fresh model for ``phase`` (UR-DMU, or π-VAD holding the frozen teacher), same on every rank."""
         if phase == "teacher":
-            model = self._new_model("urdmu")
+            model = self._new_model(self.cfg.model.backbone)
         else:
             model = self._new_model("pivad")
             teacher = self._load_teacher()
@@ -293,7 +301,7 @@ class Trainer:
     def _payload(self, model: torch.nn.Module, opt: torch.optim.Optimizer, phase: str, step: int,
                  metrics: dict, rngs: list) -> dict:
         return {
-            "kind": "urdmu" if phase == "teacher" else "pivad",
+            "kind": self.cfg.model.backbone if phase == "teacher" else "pivad",
             "config": to_dict(self.cfg),
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),

@@ -4,6 +4,7 @@
 - :func:`infonce` — eq. 2, snippet-level bi-directional InfoNCE between F* and one aligned modality.
 - :func:`align_loss` — eq. 3, the sum of :func:`infonce` over modalities.
 - :func:`distill_loss` — eq. 4, F_M* against the frozen teacher's feature at the same point.
+- :func:`inductor_terms` — those three per PI from what π-VAD's train forward returns.
 - :func:`pivad_loss` — eqs. 5 and 6, the two training steps, with the Table 3 switches.
 
 Axis letters: B batch (crops), T snippets, D feature width.
@@ -161,19 +162,51 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(student.float(), teacher.detach().float())
 
 
-def pivad_loss(out, labels: torch.Tensor, loss_cfg: LossConfig, phase: str) -> tuple[torch.Tensor, dict[str, float]]:
+def inductor_terms(out, loss_cfg: LossConfig) -> dict[str, torch.Tensor]:
+    """L_PMG, L_align and L_distill of a :class:`pivad.models.pivad.PIVADOutput`, summed over PIs and
+    modalities (``pmg``, ``align``, ``distill``), and per hook point (``"<point>/<loss>"``), in float32."""
+    cfg = out.settings
+    ckpt = out.checkpoint  # recompute the loss terms in backward: keep only their inputs
+    repeats = repeated_snippets(out.rgb) if cfg.align_mask_repeats and loss_cfg.use_align else None
+    aux: dict[str, torch.Tensor] = {}
+    for point, tr in out.traces.items():
+        if loss_cfg.use_pmg and tr.pseudo:
+            if tr.target is None:
+                raise ValueError("inductor_terms: L_PMG needs the real modality features")
+            aux[f"{point}/pmg"] = pmg_loss(tr.pseudo, tr.target, checkpoint=ckpt)
+        if loss_cfg.use_align:
+            anchor = tr.feature.detach() if cfg.align_detach else tr.feature
+            aux[f"{point}/align"] = align_loss(anchor, tr.aligned, tau=cfg.tau, form=cfg.infonce_form,
+                                               exclude=repeats, checkpoint=ckpt)
+        if loss_cfg.use_distill:
+            if tr.teacher is None:
+                raise ValueError("inductor_terms: L_distill needs the teacher's features (loss.use_distill)")
+            aux[f"{point}/distill"] = run_block(distill_loss, tr.out, tr.teacher, enabled=ckpt)
+    for name in ("pmg", "align", "distill"):
+        terms = [v for k, v in aux.items() if k.endswith(f"/{name}")]
+        if terms:
+            aux[name] = torch.stack(terms).sum()
+    if loss_cfg.use_pmg and "pmg" not in aux:
+        aux["pmg"] = out.rgb.new_zeros((), dtype=torch.float32)  # modality_source "real": there is no PMG to train
+    return aux
+
+
+def pivad_loss(out, labels: torch.Tensor, loss_cfg: LossConfig, phase: str, cfg=None
+               ) -> tuple[torch.Tensor, dict[str, float]]:
     """π-VAD's objective for one training step.
 
     ``phase="first"``: L_first = L_PMG + L_align + L_distill (eq. 5).
-    ``phase="second"``: L_second = L_MIL + λ1·L_align + λ2·L_distill + L_PMG (eq. 6), with L_MIL UR-DMU's
-    full loss on the student (:func:`pivad.losses.mil.mil_loss`).
+    ``phase="second"``: L_second = L_MIL + λ1·L_align + λ2·L_distill + L_PMG (eq. 6), with L_MIL the
+    student backbone's own loss (:func:`pivad.losses.backbone.backbone_loss`; ``cfg``, the run's Config,
+    gives its settings).
     ``loss_cfg.use_pmg/use_align/use_distill`` drop a term (paper Table 3). ``out`` is a
-    :class:`pivad.models.PIVADOutput`; its ``aux`` holds ``pmg``, ``align`` and ``distill`` tensors
-    (summed over PI positions and modalities). Returns the total and every part as a float for logging.
+    :class:`pivad.models.PIVADOutput` (its terms from :func:`inductor_terms`), or any object whose
+    ``aux`` holds precomputed ``pmg``, ``align`` and ``distill`` tensors. Returns the total and every
+    part as a float for logging.
     """
     if phase not in PHASES:
         raise ValueError(f"pivad_loss: phase must be one of {PHASES}, got {phase!r}")
-    aux = out.aux
+    aux = inductor_terms(out, loss_cfg) if hasattr(out, "traces") else out.aux
     weights = {
         "pmg": 1.0,
         "align": 1.0 if phase == "first" else loss_cfg.lambda_align,
@@ -191,12 +224,12 @@ def pivad_loss(out, labels: torch.Tensor, loss_cfg: LossConfig, phase: str) -> t
         parts[name] = float(term.detach())
         total = weight * term if total is None else total + weight * term
     if phase == "second":
-        from pivad.losses.mil import mil_loss
+        from pivad.losses.backbone import backbone_loss
 
         if out.student is None:
             raise ValueError("pivad_loss: phase 'second' needs the student's outputs (run the model with "
                              "phase='second')")
-        mil, mil_parts = mil_loss(out.student, labels)
+        mil, mil_parts = backbone_loss(out.student, labels, cfg)
         parts["mil"] = float(mil.detach())
         for key, value in mil_parts.items():
             parts[f"mil/{key}"] = float(value.detach()) if torch.is_tensor(value) else float(value)

@@ -1,7 +1,9 @@
-"""Models: UR-DMU (teacher / baseline / student trunk) and π-VAD."""
+"""Models: the backbones (UR-DMU, PEL4VAD: teacher / baseline / student) and π-VAD."""
 
 from pivad.models.urdmu import URDMU, URDMUOutput
+from pivad.models.pel4vad import PEL4VAD, PEL4VADOutput
 from pivad.models.pivad import PIVAD, PIVADInference, PIVADOutput
 from pivad.models.factory import build_model
 
-__all__ = ["URDMU", "URDMUOutput", "PIVAD", "PIVADInference", "PIVADOutput", "build_model"]
+__all__ = ["URDMU", "URDMUOutput", "PEL4VAD", "PEL4VADOutput", "PIVAD", "PIVADInference", "PIVADOutput",
+           "build_model"]

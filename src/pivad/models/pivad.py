@@ -1,15 +1,16 @@
-"""π-VAD: a UR-DMU student with Poly-modal Inductors and a frozen UR-DMU teacher (CVPR 2025, Section 4).
+"""π-VAD: a WSVAD student with Poly-modal Inductors and a frozen teacher of the same backbone (CVPR 2025, Section 4).
 
-The student is :class:`pivad.models.URDMU` with a PI (:class:`pivad.models.inductor.PI`) plugged in
-through its hooks at the ``early`` point (embedding output, D = hidden_dim) and/or the ``late`` point
-(classifier-head input, D = 2·hidden_dim); each PI's F_M* replaces the feature it read. The teacher is a
-frozen copy of a trained UR-DMU (:meth:`PIVAD.set_teacher`): always in eval mode, never given gradients,
-read only for L_distill. Inference needs RGB only (student + PMG + CMI, :meth:`PIVAD.student_only`).
+The student is a backbone (:mod:`pivad.models.backbone`: UR-DMU, PEL4VAD) with a PI
+(:class:`pivad.models.inductor.PI`) plugged in at each of its hook points named by ``inductor.position``
+(``early``/``late``/``both`` map to each backbone's pair; UR-DMU: the embedding output, D = hidden_dim,
+and the classifier-head input, D = 2·hidden_dim); each PI's F_M* replaces the feature it read. The
+teacher is a frozen copy of a trained backbone of the same kind (:meth:`PIVAD.set_teacher`): always in
+eval mode, never given gradients, read only for L_distill. Inference needs RGB only (student + PMG +
+CMI, :meth:`PIVAD.student_only`).
 
-Train mode returns :class:`PIVADOutput` with the student's UR-DMU outputs and the auxiliary losses
-(``aux["pmg"|"align"|"distill"]``, summed over PI positions and modalities, plus per-position and
-per-modality detail under ``"<position>/<loss>[/<modality>]"``); :func:`pivad.losses.inductor.pivad_loss`
-combines them.
+Train mode returns :class:`PIVADOutput`: the student's own outputs and, per PI, what its losses read
+(:class:`PITrace`). The losses are computed outside the model, by
+:func:`pivad.losses.inductor.inductor_terms` and :func:`pivad.losses.inductor.pivad_loss`.
 
 Axes: b videos, n crops, B batch (videos x crops), T snippets, D width, d_j modality width.
 """
@@ -18,23 +19,35 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from pivad.losses.inductor import align_loss, distill_loss, pmg_loss, repeated_snippets
-from pivad.models.checkpointing import run_block
+from pivad.models.backbone import resolve_points
 from pivad.models.inductor import PI
-from pivad.models.urdmu import URDMU, URDMUOutput, fp32_losses
+from pivad.models.urdmu import URDMU
 
-POSITIONS = ("early", "late")
-PLACEMENTS = {"early": ("early",), "late": ("late",), "both": ("early", "late")}
+
+@dataclass
+class PITrace:
+    """What one PI's losses read (train mode): F*, F_M*, PMG's ê_j and their targets, CMI's z_j, the teacher."""
+
+    feature: torch.Tensor  # F* (B, T, D) the student's feature the PI read
+    out: torch.Tensor  # F_M* (B, T, D)
+    pseudo: dict[str, torch.Tensor]  # ê_j (B, T, d_j); empty without PMG
+    target: dict[str, torch.Tensor] | None  # e_j in the space PMG predicts (B, T, d_j); None without modalities
+    aligned: dict[str, torch.Tensor]  # z_j (B, T, D)
+    teacher: torch.Tensor | None  # the teacher's feature at this hook point (B, T, D); None without L_distill
 
 
 @dataclass
 class PIVADOutput:
-    student: URDMUOutput | None  # None when phase="first" skipped the student's head (early PI only)
-    aux: dict[str, torch.Tensor] = field(default_factory=dict)  # pmg / align / distill (+ details)
+    student: Any  # the backbone's train output; None when phase="first" skipped the student's head
+    traces: dict[str, PITrace] = field(default_factory=dict)  # hook point -> what its PI's losses read
+    rgb: torch.Tensor | None = None  # the RGB input (B, T, D_rgb), for the repeated-snippet mask of L_align
+    settings: Any = None  # the InductorConfig the losses take tau, form and detach switches from
+    checkpoint: bool = False  # recompute the loss terms in backward (train.activation_checkpointing)
 
 
 def _expand_batch(mods: dict[str, torch.Tensor] | None, batch: int) -> dict[str, torch.Tensor] | None:
@@ -63,15 +76,17 @@ def _check_modalities(mods: dict[str, torch.Tensor] | None, widths: dict[str, in
             raise ValueError(f"modality '{name}': expected [B,{t},{d}], got {list(m.shape)}")
 
 
-def build_inductors(model_cfg, inductor_cfg, widths: dict[str, int]) -> nn.ModuleDict:
-    """One PI per position of ``inductor_cfg.position`` (early: D = hidden_dim, late: D = 2·hidden_dim)."""
-    if inductor_cfg.position not in PLACEMENTS:
-        raise ValueError(f"inductor.position must be one of {sorted(PLACEMENTS)}, got {inductor_cfg.position!r}")
-    dims = {"early": model_cfg.hidden_dim, "late": 2 * model_cfg.hidden_dim}
+def build_inductors(backbone, inductor_cfg, widths: dict[str, int]) -> nn.ModuleDict:
+    """One PI per hook point of ``inductor_cfg.position`` on ``backbone``, as wide as the feature it reads."""
+    points = resolve_points(backbone, inductor_cfg.position)
+    for p in points:
+        if backbone.hook_points[p] % inductor_cfg.cmi_heads:
+            raise ValueError(f"inductor.cmi_heads: the width {backbone.hook_points[p]} of {backbone.name}'s hook "
+                             f"point '{p}' is not divisible by {inductor_cfg.cmi_heads} heads")
     return nn.ModuleDict(
         {
-            pos: PI(
-                dims[pos],
+            p: PI(
+                backbone.hook_points[p],
                 widths,
                 latent_dim=inductor_cfg.latent_dim,
                 depth=inductor_cfg.cmi_depth,
@@ -83,9 +98,9 @@ def build_inductors(model_cfg, inductor_cfg, widths: dict[str, int]) -> nn.Modul
                 standardize=inductor_cfg.pmg_standardize,
                 detach_pseudo=inductor_cfg.pmg_detach,
                 pmg_input=inductor_cfg.pmg_input,
-                rgb_dim=model_cfg.input_dim,
+                rgb_dim=backbone.input_dim,
             )
-            for pos in PLACEMENTS[inductor_cfg.position]
+            for p in points
         }
     )
 
@@ -98,7 +113,7 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.shape[-2], x.shape[-1])
 
 
-def _eval_scores(student: URDMU, inductors: nn.ModuleDict, x: torch.Tensor, mods) -> torch.Tensor:
+def _eval_scores(student: nn.Module, inductors: nn.ModuleDict, x: torch.Tensor, mods) -> torch.Tensor:
     """Eval-mode scores ``[b,T]`` of the student with its PIs plugged in (no control flow on T)."""
 
     rgb = _flat(x)
@@ -106,11 +121,10 @@ def _eval_scores(student: URDMU, inductors: nn.ModuleDict, x: torch.Tensor, mods
     def hook(pi: PI):
         return lambda f: pi(f, _expand_batch(mods, f.shape[0]), rgb).out
 
-    hooks = {pos: hook(pi) for pos, pi in inductors.items()}
-    return student(x, early=hooks.get("early"), late=hooks.get("late"))
+    return student(x, hooks={point: hook(pi) for point, pi in inductors.items()})
 
 
-def _chunked_eval_scores(student: URDMU, inductors: nn.ModuleDict, x: torch.Tensor, max_snippets: int) -> torch.Tensor:
+def _chunked_eval_scores(student: nn.Module, inductors: nn.ModuleDict, x: torch.Tensor, max_snippets: int) -> torch.Tensor:
     """:func:`_eval_scores` (RGB only) over chunks of at most ``max_snippets`` crop-snippets.
 
     Crops are independent until the crop mean, so the chunks' crop means weighted by their sizes give
@@ -140,7 +154,7 @@ class PIVADInference(nn.Module):
     ``modalities={name: [b,T,d_j]}`` as well (studies only).
     """
 
-    def __init__(self, student: URDMU, inductors: nn.ModuleDict, widths: dict[str, int], source: str):
+    def __init__(self, student: nn.Module, inductors: nn.ModuleDict, widths: dict[str, int], source: str):
         super().__init__()
         self.student = student
         self.inductors = inductors
@@ -149,10 +163,12 @@ class PIVADInference(nn.Module):
         self.max_snippets = EVAL_MAX_SNIPPETS  # crops x snippets per pass; 0: all crops in one pass
 
     @classmethod
-    def from_config(cls, model_cfg, inductor_cfg, modalities) -> PIVADInference:
+    def from_config(cls, model_cfg, inductor_cfg, modalities, backbone: Callable[[], nn.Module] | None = None
+                    ) -> PIVADInference:
+        """``backbone`` builds the student (default: UR-DMU of ``model_cfg``)."""
         widths = {m.name: m.dim for m in modalities}
-        return cls(URDMU(model_cfg), build_inductors(model_cfg, inductor_cfg, widths), widths,
-                   inductor_cfg.modality_source)
+        student = backbone() if backbone is not None else URDMU(model_cfg)
+        return cls(student, build_inductors(student, inductor_cfg, widths), widths, inductor_cfg.modality_source)
 
     def forward(self, x: torch.Tensor, modalities: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         if self.source == "real":
@@ -165,25 +181,27 @@ class PIVADInference(nn.Module):
 
 
 class PIVAD(nn.Module):
-    """π-VAD. ``PIVAD(model_cfg, inductor_cfg, loss_cfg, modalities)``; call :meth:`set_teacher` before training.
+    """π-VAD. ``PIVAD(model_cfg, inductor_cfg, loss_cfg, modalities, backbone=None)``; ``backbone`` builds a
+    fresh student or teacher (default: UR-DMU of ``model_cfg``). Call :meth:`set_teacher` before training.
 
     Train: ``model(x [B,T,D], modalities={name: [B,T,d_j]}, phase="first"|"second")`` -> :class:`PIVADOutput`.
     Eval: ``model(x [b,n,T,D] | [B,T,D]) -> [b,T]`` (RGB only; ``modalities`` too with source ``real``).
     """
 
-    def __init__(self, model_cfg, inductor_cfg, loss_cfg, modalities):
+    def __init__(self, model_cfg, inductor_cfg, loss_cfg, modalities, backbone: Callable[[], nn.Module] | None = None):
         super().__init__()
         self.widths = {m.name: m.dim for m in modalities}
         self.inductor_cfg = copy.deepcopy(inductor_cfg)
         self.loss_cfg = copy.deepcopy(loss_cfg)
         if inductor_cfg.position == "none":
-            raise ValueError("inductor.position 'none' is plain UR-DMU: build kind 'urdmu' instead")
+            raise ValueError("inductor.position 'none' is the plain backbone: build its own kind instead")
         if inductor_cfg.infonce_form not in ("paper", "standard"):
             raise ValueError(f"inductor.infonce_form must be paper or standard, got {inductor_cfg.infonce_form!r}")
-        self.student = URDMU(model_cfg)
-        self.inductors = build_inductors(model_cfg, inductor_cfg, self.widths)
+        build = backbone if backbone is not None else (lambda: URDMU(model_cfg))
+        self.student = build()
+        self.inductors = build_inductors(self.student, inductor_cfg, self.widths)
         # The teacher slot always exists so that checkpoints of the full model load without special cases.
-        self.teacher = URDMU(model_cfg)
+        self.teacher = build()
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         self.register_buffer("has_teacher", torch.zeros((), dtype=torch.bool))
@@ -195,16 +213,15 @@ class PIVAD(nn.Module):
 
     # ------------------------------------------------------------------------------------- teacher
 
-    def set_teacher(self, teacher: URDMU) -> None:
-        """Freeze a deep copy of a trained UR-DMU as the teacher (same widths as the student)."""
-        if not isinstance(teacher, URDMU):
-            raise TypeError(f"the teacher must be a URDMU, got {type(teacher).__name__}")
-        own = self.student.cfg
-        if (teacher.cfg.input_dim, teacher.cfg.hidden_dim) != (own.input_dim, own.hidden_dim):
-            raise ValueError(
-                f"teacher widths (input {teacher.cfg.input_dim}, hidden {teacher.cfg.hidden_dim}) differ from the "
-                f"student's (input {own.input_dim}, hidden {own.hidden_dim})"
-            )
+    def set_teacher(self, teacher: nn.Module) -> None:
+        """Freeze a deep copy of a trained backbone as the teacher (the student's kind and widths)."""
+        if type(teacher) is not type(self.student):
+            raise TypeError(f"the teacher must be a {type(self.student).__name__}, got {type(teacher).__name__}")
+        own = (self.student.input_dim, self.student.hook_points)
+        theirs = (teacher.input_dim, teacher.hook_points)
+        if theirs != own:
+            raise ValueError(f"teacher widths (input {theirs[0]}, hook points {theirs[1]}) differ from the "
+                             f"student's (input {own[0]}, hook points {own[1]})")
         ref = next(self.student.parameters())
         frozen = copy.deepcopy(teacher).to(device=ref.device, dtype=ref.dtype)
         frozen.requires_grad_(False)
@@ -240,52 +257,33 @@ class PIVAD(nn.Module):
         teach = None
         if self.loss_cfg.use_distill:
             if not bool(self.has_teacher):
-                raise RuntimeError("π-VAD needs a teacher for L_distill: call set_teacher(urdmu) first")
+                raise RuntimeError("π-VAD needs a teacher for L_distill: call set_teacher(backbone) first")
             with torch.no_grad():
-                if "late" in self.inductors:
-                    teach = self.teacher.features(x)  # {"early": (B, T, H), "late": (B, T, 2H)}
-                else:  # an early PI only needs the teacher's embedding
-                    teach = {"early": self.teacher.embed_features(x)}  # (B, T, H)
+                teach = self.teacher.hook_features(x, list(self.inductors))  # point -> (B, T, D)
 
-        aux: dict[str, torch.Tensor] = {}
-        repeats = repeated_snippets(x) if self.inductor_cfg.align_mask_repeats and self.loss_cfg.use_align else None
-        hooks = {pos: self._train_hook(pos, pi, modalities, teach, aux, repeats, x)
-                 for pos, pi in self.inductors.items()}
-        if phase == "first" and "late" not in self.inductors:
-            # L_first needs nothing after the early PI: skip the transformer, memories and head (exact).
-            hooks["early"](self.student.embed_features(x))
+        traces: dict[str, PITrace] = {}
+        hooks = {point: self._train_hook(point, pi, modalities, teach, traces, x) for point, pi in self.inductors.items()}
+        points = list(self.inductors)
+        if phase == "first" and len(points) == 1 and points[0] in getattr(self.student, "exact_prefix", ()):
+            # L_first needs nothing after the only PI: compute the student up to its hook point (exact).
+            hooks[points[0]](self.student.hook_features(x, points)[points[0]])
             student = None
         else:
-            student = self.student(x, early=hooks.get("early"), late=hooks.get("late"))
-        for name in ("pmg", "align", "distill"):
-            terms = [v for k, v in aux.items() if k.endswith(f"/{name}")]
-            if terms:
-                aux[name] = torch.stack(terms).sum()
-        if self.loss_cfg.use_pmg and "pmg" not in aux:
-            aux["pmg"] = x.new_zeros(())  # modality_source "real": there is no PMG to train
-        return PIVADOutput(student=student, aux=aux)
+            student = self.student(x, hooks=hooks)
+        return PIVADOutput(student=student, traces=traces, rgb=x, settings=self.inductor_cfg,
+                           checkpoint=self.checkpoint_blocks)
 
     def set_modality_stats(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Training-set mean and std ``[d_j]`` of each modality, for ``inductor.pmg_standardize``."""
         for pi in self.inductors.values():
             pi.set_modality_stats(stats)
 
-    def _train_hook(self, pos: str, pi: PI, mods, teach, aux: dict, repeats: torch.Tensor | None,
-                    x: torch.Tensor):
-        cfg, loss = self.inductor_cfg, self.loss_cfg
-
+    def _train_hook(self, point: str, pi: PI, mods, teach, traces: dict, x: torch.Tensor):
         def hook(f: torch.Tensor) -> torch.Tensor:
             res = pi(f, mods, x)  # F* (B, T, D) -> F_M* (B, T, D)
-            ckpt = self.checkpoint_blocks  # recompute the loss terms in backward: keep only their inputs
-            with fp32_losses(f):  # float32 losses under bf16 autocast (the losses cast their inputs up)
-                if loss.use_pmg and pi.pmg is not None:
-                    aux[f"{pos}/pmg"] = pmg_loss(res.pseudo, pi.normalise(mods), checkpoint=ckpt)
-                if loss.use_align:
-                    anchor = f.detach() if cfg.align_detach else f
-                    aux[f"{pos}/align"] = align_loss(anchor, res.aligned, tau=cfg.tau, form=cfg.infonce_form,
-                                                     exclude=repeats, checkpoint=ckpt)
-                if loss.use_distill:
-                    aux[f"{pos}/distill"] = run_block(distill_loss, res.out, teach[pos], enabled=ckpt)
+            target = pi.normalise(mods) if mods is not None and pi.pmg is not None else None
+            traces[point] = PITrace(f, res.out, res.pseudo, target, res.aligned,
+                                    None if teach is None else teach[point])
             return res.out
 
         return hook
@@ -302,10 +300,10 @@ class PIVAD(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Per-modality activation curves ``{name: [b,T]}`` (paper Figure 4, row 3), crop-averaged.
 
-        Read in the first CMI block of the late PI (the early one when there is no late PI); see
+        Read in the first CMI block of the last PI in forward order (UR-DMU: the late one if any); see
         :meth:`pivad.models.cmi.CMI.modality_activations` for the definition. Runs in eval mode.
         """
-        pos = "late" if "late" in self.inductors else "early"
+        pos = list(self.inductors)[-1]
         pi = self.inductors[pos]
         if self.source == "real":
             _check_modalities(modalities, self.widths, x)
@@ -325,7 +323,7 @@ class PIVAD(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            self.student(x, early=hooks.get("early"), late=hooks.get("late"))
+            self.student(x, hooks=hooks)
         finally:
             self.train(was_training)
         return {name: a.reshape(b, n, -1).mean(1) for name, a in store.items()}  # name -> (b, T)

@@ -31,6 +31,8 @@ from torch.utils.flop_counter import FlopCounterMode
 # paper Table 5 (π-VAD, CVPR 2025): "GFLOPs" read as multiply-accumulates for one crop of 200 snippets
 PAPER_TABLE5 = {"urdmu": (6.16e6, 1.54e9), "pivad": (82.81e6, 19.88e9)}
 OFFICIAL_URDMU_PARAMS = 6_492_929  # measured on the official code (shared/docs/reference.md)
+# the official PEL4VAD XModel of its ucf / xd configs, measured (its log prints 1.2091M for ucf)
+OFFICIAL_PEL4VAD_PARAMS = {"ucf": 1_209_149, "xd": 1_207_349}
 
 
 @dataclass
@@ -53,6 +55,7 @@ class SizeReport:
     urdmu_executed_macs: int = 0  # what this implementation runs (FlopCounterMode)
     pivad_executed_macs: int = 0
     notes: list[str] = field(default_factory=list)
+    backbone: str = "urdmu"  # model.backbone; other backbones are counted by FlopCounterMode, no Table 5 rows
 
 
 def count_params(module: nn.Module) -> int:
@@ -126,30 +129,34 @@ def urdmu_layer_macs(cfg, snippets: int, head: bool = True) -> int:
 
 def size_report(cfg, snippets: int = 200) -> SizeReport:
     """Parameters and MACs of UR-DMU and (unless ``inductor.position`` is none) π-VAD for one crop."""
+    from pivad.models.factory import backbone_builder
     from pivad.models.pivad import PIVAD
-    from pivad.models.urdmu import URDMU
 
-    report = SizeReport(snippets=snippets)
+    backbone = getattr(cfg.model, "backbone", "urdmu")
+    build = backbone_builder(cfg)
+    report = SizeReport(snippets=snippets, backbone=backbone)
     meta = torch.device("meta")
     with meta:
         x = torch.zeros(1, snippets, cfg.model.input_dim)
-        urdmu = URDMU(cfg.model).eval()
-    report.urdmu = SizeRow("UR-DMU", count_params(urdmu), urdmu_layer_macs(cfg.model, snippets))
-    report.urdmu_executed_macs = count_macs(urdmu, x)["Global"]
+        urdmu = build().eval()
+    executed = count_macs(urdmu, x)["Global"]
+    label = "UR-DMU" if backbone == "urdmu" else type(urdmu).__name__
+    backbone_macs = urdmu_layer_macs(cfg.model, snippets) if backbone == "urdmu" else executed
+    report.urdmu = SizeRow(label, count_params(urdmu), backbone_macs)
+    report.urdmu_executed_macs = executed
     report.urdmu_eval_params = eval_reached_params(urdmu, x[:, :8])
     if cfg.inductor.position == "none":
         return report
 
     with meta:
-        model = PIVAD(cfg.model, cfg.inductor, cfg.loss, cfg.data.modalities).eval()
+        model = PIVAD(cfg.model, cfg.inductor, cfg.loss, cfg.data.modalities, backbone=build).eval()
         mods = {m.name: torch.zeros(1, snippets, m.dim) for m in cfg.data.modalities}
     infer = model.student_only().eval()
     kwargs = {"modalities": mods} if model.source == "real" else {}
     macs = count_macs(infer, x, **kwargs)
     name = type(infer).__name__
     pi_macs = sum(macs.get(f"{name}.inductors.{pos}", 0) for pos in model.inductors)
-    rows = [SizeRow("student UR-DMU (without its PIs)", count_params(infer.student),
-                    urdmu_layer_macs(cfg.model, snippets), 1)]
+    rows = [SizeRow(f"student {label} (without its PIs)", count_params(infer.student), backbone_macs, 1)]
     for pos, pi in model.inductors.items():
         rows += _pi_rows(name, pos, pi, macs)
     report.inference = rows
@@ -165,9 +172,9 @@ def size_report(cfg, snippets: int = 200) -> SizeReport:
     finally:
         for pos, pi in infer.inductors.items():
             pi.detach_pseudo = detached[pos]
-    teacher_macs = urdmu_layer_macs(cfg.model, snippets, head=False)
-    report.training_only = [SizeRow("teacher UR-DMU (frozen; features() per step)", count_params(model.teacher),
-                                    teacher_macs, 1)]
+    teacher_macs = urdmu_layer_macs(cfg.model, snippets, head=False) if backbone == "urdmu" else None
+    report.training_only = [SizeRow(f"teacher {label} (frozen; hook_features() per step)",
+                                    count_params(model.teacher), teacher_macs, 1)]
     if model.source == "real":
         report.notes.append("modality_source real: inference also needs the modality backbones' features "
                             "(not counted; paper Table 5: 2,406.5 M / 2,561.4 G)")
@@ -182,6 +189,19 @@ def _fmt_row(row: SizeRow, width: int = 54) -> str:
 
 def _rel(ours: float, paper: float) -> str:
     return f"{(ours / paper - 1) * 100:+.1f}%"
+
+
+def _backbone_footer(report: SizeReport) -> list[str]:
+    """Reference lines for a backbone other than UR-DMU (paper Table 5 describes UR-DMU only)."""
+    u = report.urdmu
+    lines = []
+    if report.backbone == "pel4vad":
+        ref = ", ".join(f"{k} {v:,}" for k, v in OFFICIAL_PEL4VAD_PARAMS.items())
+        same = "equal" if u.params in OFFICIAL_PEL4VAD_PARAMS.values() else "differs: other widths"
+        lines.append(f"official PEL4VAD code, measured: {ref} params; this config's PEL4VAD: {u.params:,} ({same})")
+    lines.append(f"MACs: every matmul and convolution of one eval forward of one crop, by torch FlopCounterMode / 2 "
+                 f"(the paper's Table 5 counts UR-DMU only)")
+    return lines
 
 
 def format_report(report: SizeReport) -> str:
@@ -201,6 +221,8 @@ def format_report(report: SizeReport) -> str:
         lines += [_fmt_row(r) for r in report.training_only]
         lines += report.notes
     lines.append("")
+    if report.backbone != "urdmu":
+        return "\n".join(lines + _backbone_footer(report))
     up, um = PAPER_TABLE5["urdmu"]
     lines.append(f"paper Table 5: UR-DMU {up / 1e6:.2f} M / {um / 1e9:.2f} G;  π-VAD "
                  f"{PAPER_TABLE5['pivad'][0] / 1e6:.2f} M / {PAPER_TABLE5['pivad'][1] / 1e9:.2f} G")

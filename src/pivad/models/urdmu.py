@@ -33,10 +33,9 @@ import torch.nn.functional as F
 
 from pivad.config import URDMUConfig
 from pivad.errors import CheckpointError
+from pivad.models.backbone import Hook
 from pivad.models.checkpointing import run_block
 from pivad.models.distance_kernel import apply_distance_kernel
-
-Hook = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -222,11 +221,17 @@ class URDMU(nn.Module):
     first layer is folded in as well.
     """
 
+    name = "urdmu"  # the backbone interface (pivad.models.backbone)
+    placements = {"early": ("early",), "late": ("late",), "both": ("early", "late")}
+    exact_prefix = ("early",)  # hook_features equals the train forward's feature there (π-VAD's step-1 shortcut)
+
     def __init__(self, cfg: URDMUConfig | None = None) -> None:
         super().__init__()
         cfg = cfg or URDMUConfig()
         self.cfg = cfg
         H = cfg.hidden_dim
+        self.input_dim = cfg.input_dim
+        self.hook_points = {"early": H, "late": 2 * H}  # embedding output, classifier-head input
         # construction order mirrors the official WSAD so a seeded init gives the official weights
         self.embed = nn.Conv1d(cfg.input_dim, H, kernel_size=3, padding=1)
         self.head = ClassifierHead(2 * H, cfg.head_dim)
@@ -314,10 +319,14 @@ class URDMU(nn.Module):
         early: Hook | None = None,
         late: Hook | None = None,
         *,
+        hooks: Mapping[str, Hook] | None = None,
         sample: bool | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor | URDMUOutput:
-        """``sample`` overrides :attr:`sample`; ``generator`` draws the train-mode noise."""
+        """``hooks={"early"|"late": fn}`` is the backbone interface's form of ``early``/``late``;
+        ``sample`` overrides :attr:`sample`; ``generator`` draws the train-mode noise."""
+        if hooks:
+            early, late = hooks.get("early", early), hooks.get("late", late)
         if self.training:
             return self._forward_train(x, early, late, self.sample if sample is None else sample, generator)
         return self._forward_eval(x, early, late)
@@ -344,6 +353,13 @@ class URDMU(nn.Module):
         """Early ``[B, T, H]`` and late ``[B, T, 2H]`` features as in eval mode (no dropout, no hooks)."""
         e, h = self._trunk(x.to(self.embed.weight.dtype), None, drop=False)
         return {"early": e, "late": self._eval_late(h)}
+
+    def hook_features(self, x: torch.Tensor, points) -> dict[str, torch.Tensor]:
+        """Features at ``points`` (``early``, ``late``) as in eval mode, no hooks; the embedding alone when
+        only ``early`` is asked for."""
+        points = list(points)
+        feats = {"early": self.embed_features(x.to(self.embed.weight.dtype))} if points == ["early"] else self.features(x)
+        return {p: feats[p] for p in points}
 
     def _forward_train(
         self, x: torch.Tensor, early: Hook | None, late: Hook | None, sample: bool, generator: torch.Generator | None

@@ -1,0 +1,60 @@
+"""The backbone interface: what a WSVAD model implements to be π-VAD's teacher and student.
+
+A backbone is an ``nn.Module`` with
+
+- ``name``: its ``model.backbone`` key (``urdmu``, ``pel4vad``);
+- ``input_dim``: the RGB feature width it reads;
+- ``hook_points``: ``{point: width}`` in forward order, where a Poly-modal Inductor reads F* ``[B,T,width]``
+  and writes F_M* of the same shape;
+- ``placements``: ``inductor.position`` (``early``/``late``/``both``) -> hook points;
+- ``forward(x, hooks={point: fn})``: eval mode ``[b,n,T,D] | [B,T,D] -> [b,T]`` scores (crop mean and
+  any test-time smoothing included); train mode ``[B,T,D]`` (normal half first) -> its own output
+  dataclass, which its training loss (registered in :mod:`pivad.losses.backbone`) reads;
+- ``hook_features(x, points)``: the features at ``points`` without hooks, as the current mode computes
+  them (the frozen teacher is always in eval mode: its distillation targets).
+
+Models stay free of losses: the engine combines the backbone's loss and the inductor's
+(:func:`pivad.losses.inductor.pivad_loss`). docs/backbones.md describes how to add one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol, runtime_checkable
+
+import torch
+
+Hook = Callable[[torch.Tensor], torch.Tensor]
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    name: str
+    input_dim: int
+    hook_points: dict[str, int]
+    placements: dict[str, tuple[str, ...]]
+
+    def __call__(self, x: torch.Tensor, hooks: Mapping[str, Hook] | None = None): ...
+
+    def hook_features(self, x: torch.Tensor, points: Iterable[str]) -> dict[str, torch.Tensor]: ...
+
+
+def apply_hook(hooks: Mapping[str, Hook] | None, point: str, f: torch.Tensor) -> torch.Tensor:
+    """``hooks[point](f)`` when that hook is set, else ``f``."""
+    fn = hooks.get(point) if hooks else None
+    return f if fn is None else fn(f)
+
+
+def resolve_points(backbone: Backbone, position: str) -> tuple[str, ...]:
+    """Hook points for ``inductor.position``: ``early``/``late``/``both`` via the backbone's placements, a
+    hook point's own name, or several joined by ``+`` (e.g. ``context+head``)."""
+    if position in backbone.placements:
+        return tuple(backbone.placements[position])
+    points = tuple(position.split("+"))
+    unknown = [p for p in points if p not in backbone.hook_points]
+    if unknown or len(set(points)) != len(points):
+        known = sorted(backbone.placements) + list(backbone.hook_points)
+        raise ValueError(f"inductor.position: {position!r} is not a placement or hook point of "
+                         f"{backbone.name} (known: {', '.join(known)})")
+    order = list(backbone.hook_points)
+    return tuple(sorted(points, key=order.index))
