@@ -83,3 +83,28 @@ def test_pivad_on_pel4vad_trains_every_parameter_with_pis_at_its_points():
     assert all(p.grad is None for p in model.teacher.parameters())
     with torch.no_grad():
         assert model.eval()(x.view(2, 2, 10, 16)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("backbone", ["urdmu", "pel4vad"])
+def test_config_knows_each_backbones_hook_points(backbone):
+    """The config check reads hook points and placements from tables of its own (no model is built to check
+    a config): they must be the models' own, for several widths."""
+    from pivad.config import PLACEMENTS, from_dict, hook_points
+    from pivad.models.factory import backbone_builder
+
+    for widths in ({}, {"model": {"input_dim": 64, "hidden_dim": 24}, "pel4vad": {"hidden_dim": 8, "out_dim": 20}}):
+        cfg = from_dict({**widths, "model": {**widths.get("model", {}), "backbone": backbone}, "inductor": {"cmi_heads": 4}})
+        model = backbone_builder(cfg)()
+        assert hook_points(cfg) == model.hook_points
+        assert {k: tuple(v) for k, v in model.placements.items()} == PLACEMENTS[backbone]
+
+
+def test_position_names_are_checked_with_the_config():
+    from pivad.config import from_dict
+    from pivad.errors import ConfigError
+
+    from_dict({"model": {"backbone": "pel4vad"}, "inductor": {"position": "context+head", "cmi_heads": 4}})
+    with pytest.raises(ConfigError, match=r"inductor.position.*'middle' is not a placement or hook point of urdmu"):
+        from_dict({"inductor": {"position": "middle"}})
+    with pytest.raises(ConfigError, match=r"inductor.cmi_heads.*300 of pel4vad's hook point 'head'"):
+        from_dict({"model": {"backbone": "pel4vad"}, "inductor": {"position": "late", "cmi_heads": 8}})

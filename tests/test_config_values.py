@@ -33,7 +33,7 @@ BAD_VALUES = [
     ("model", "hidden_dim", "10000000", f"must be <= {MAX_WIDTH}, got 10000000"),
     ("model", "hidden_dim", "-4", "must be >= 1, got -4"),
     ("inductor", "tau", "0", "must be > 0, got 0.0"),
-    ("inductor", "position", "middle", "expected one of early, late, both, none, got 'middle'"),
+    ("inductor", "position", "middle", "'middle' is not a placement or hook point of urdmu (known: early, late, both, none)"),
     ("data", "storage", "disk", "expected one of memory, mmap, got 'disk'"),
     ("train", "precision", "fp16", "expected one of fp32, bf16, got 'fp16'"),
     ("data", "val_fraction", "1.0", "must be < 1, got 1.0"),
@@ -79,7 +79,7 @@ def test_config_show_and_train_refuse_the_same_values(tmp_path, capsys, section,
     (["--data.modalities", "[{name: a, dim: 0}]"], "config key 'data.modalities[0].dim': must be >= 1, got 0"),
     (["--data.modalities", "[{name: a/b, dim: 3}]"], "config key 'data.modalities[0].name': expected a plain"),
     (["--data.modalities", "[{name: a, dim: 2}, {name: a, dim: 3}]"], "modality 'a' is listed twice"),
-    (["--inductor.cmi_heads", "7"], "config key 'inductor.cmi_heads': the early PI's width 512 (from model.hidden_dim 512) is not divisible by 7"),
+    (["--inductor.cmi_heads", "7"], "config key 'inductor.cmi_heads': the width 512 of urdmu's hook point 'early' is not divisible by 7 heads"),
     (["--train.lr", "1", "--train.lr.x", "2"], "'--train.lr.x': 'lr' is a value, not a section"),
 ])
 def test_overrides_are_checked(capsys, override, problem):

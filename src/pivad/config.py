@@ -459,12 +459,35 @@ def _check_together(cfg: Config) -> None:
         raise _KeyProblem("train.model", f"{trained} trains {trained} alone, but model.backbone is {backbone!r} "
                           f"(train.model: {backbone} or pivad)")
     ind = cfg.inductor
-    if cfg.train.model == "pivad" and cfg.model.backbone == "urdmu" and ind.position in ("early", "late", "both"):
-        widths = {"early": cfg.model.hidden_dim, "late": 2 * cfg.model.hidden_dim}
-        for pos in ("early", "late") if ind.position == "both" else (ind.position,):
-            if widths[pos] % ind.cmi_heads:
-                raise _KeyProblem("inductor.cmi_heads", f"the {pos} PI's width {widths[pos]} (from model.hidden_dim "
-                                  f"{cfg.model.hidden_dim}) is not divisible by {ind.cmi_heads} heads")
+    if trained != "pivad" or ind.position == "none":
+        return
+    widths = hook_points(cfg)
+    points = PLACEMENTS[backbone].get(ind.position) or tuple(ind.position.split("+"))
+    unknown = [p for p in points if p not in widths]
+    if unknown or len(set(points)) != len(points):
+        raise _KeyProblem("inductor.position", f"{ind.position!r} is not a placement or hook point of {backbone} "
+                          f"(known: {', '.join(dict.fromkeys(['early', 'late', 'both', 'none', *widths]))})")
+    for p in points:
+        if widths[p] % ind.cmi_heads:
+            raise _KeyProblem("inductor.cmi_heads", f"the width {widths[p]} of {backbone}'s hook point {p!r} is not "
+                              f"divisible by {ind.cmi_heads} heads")
+
+
+def hook_points(cfg: Config) -> dict[str, int]:
+    """``model.backbone``'s hook points and their widths, in forward order: the models' own ``hook_points``
+    (tests/test_backbone_interface.py keeps the two equal), so a config is checked before any model is built."""
+    if cfg.model.backbone == "pel4vad":
+        d = cfg.model.input_dim
+        return {"context": d, "embed": d // 2, "head": cfg.pel4vad.out_dim}
+    h = cfg.model.hidden_dim
+    return {"early": h, "late": 2 * h}
+
+
+# early / late / both on each backbone (the models' ``placements``, kept equal by the same test)
+PLACEMENTS = {
+    "urdmu": {"early": ("early",), "late": ("late",), "both": ("early", "late")},
+    "pel4vad": {"early": ("embed",), "late": ("head",), "both": ("embed", "head")},
+}
 
 
 def check_config(cfg: Config) -> Config:
