@@ -273,7 +273,7 @@ def test_data_check_cli_under_mmap_and_cache(synth_dir, tmp_path, capsys):
         assert capsys.readouterr().out == memory
     assert main(["data", "check", "-c", str(cfg), "--data.storage", "disk"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == "pivad: error: data.storage: unknown storage 'disk' (known: memory, mmap)"
+    assert err[-1] == "pivad: error: config key 'data.storage': expected one of memory, mmap, got 'disk'"
 
 
 def test_mapped_batches_do_not_depend_on_the_thread_count(tmp_path):

@@ -179,6 +179,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, opset: int = DEFAULT_OP
     }
     if cfg.model.input_dim != FEATURE_DIM:
         raise PivadError(f"{ckpt}: the model takes {cfg.model.input_dim}-d features, not I3D's {FEATURE_DIM}")
+    _check_space(model, Path(out))  # named as the user gave it, before the temporary file beside it
     with atomic_path(out, suffix=".onnx") as tmp:  # validated before it replaces anything
         export_scorer(model, tmp, info, crops=1, opset=opset)
         check = validate_scorer(model, tmp, lengths, crops=2, source=ckpt)

@@ -476,13 +476,15 @@ class Trainer:
         return False
 
 
-def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, stop_after: int | None = None,
+def train(cfg: Config | None, run_dir: str | Path, *, resume: bool = False, stop_after: int | None = None,
           progress: bool = True) -> TrainResult:
-    """Train per ``cfg`` into ``run_dir`` (or continue it with ``resume=True``), holding the run folder's
-    lock on rank 0 (:func:`pivad.engine.runs.run_lock`: a second writer is refused)."""
+    """Train per ``cfg`` into ``run_dir`` (or continue it with ``resume=True``, where the run's own config is
+    used and ``cfg`` may be None), holding the run folder's lock on rank 0 (:func:`pivad.engine.runs.run_lock`:
+    a second writer is refused)."""
     from contextlib import nullcontext
 
     from pivad.engine.runs import run_lock
 
-    with run_lock(run_dir) if ddp.init_distributed(cfg.train.device).is_main else nullcontext():
+    device = cfg.train.device if cfg is not None else "auto"
+    with run_lock(run_dir) if ddp.init_distributed(device).is_main else nullcontext():
         return Trainer(cfg, run_dir, resume=resume, stop_after=stop_after, progress=progress).run()
