@@ -206,11 +206,12 @@ class RTFM(nn.Module):
 
     def snippet_scores(self, x: torch.Tensor, hooks: Hooks | None = None) -> torch.Tensor:
         """Crop-mean snippet scores ``[b, T]`` (the official test's logits; it repeats each 16 times
-        to frames). x ``[b, n, T, F]`` or ``[B, T, F]``; run in eval mode for test scores."""
+        to frames). x ``[b, n, T, F]`` or ``[B, T, F]``; run in eval mode for test scores. Inputs are cast
+        to the weights' dtype (``model.to(torch.bfloat16)``) and the scores come back in the input's dtype."""
         _check_hooks(hooks, self.hook_widths)
         xf, b, n = self._flatten(x)
-        feat = self._drop(self._hook(hooks, "mtn", self.mtn(xf)))  # (B, T, F)
-        return self.head(feat, hooks).view(b, n, -1).mean(1)  # (b, T)
+        feat = self._drop(self._hook(hooks, "mtn", self.mtn(xf.to(self.fc1.weight.dtype))))  # (B, T, F)
+        return self.head(feat, hooks).view(b, n, -1).mean(1).to(x.dtype)  # (b, T)
 
     def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every hook point's feature, per crop ``[B, T, width]`` (no hooks; dropout as the mode says)."""
