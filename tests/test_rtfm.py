@@ -384,3 +384,14 @@ def test_long_video_needs_no_t_by_t_matrix():
     theta, phi, g = block.theta(x), block.phi(x), block.g(x)
     y = (theta.transpose(1, 2) @ phi / 50 @ g.transpose(1, 2)).transpose(1, 2)  # the official order
     torch.testing.assert_close(block(x), x + block.out_bn(block.out(y)), atol=1e-6, rtol=1e-5)
+
+
+def test_loss_under_bf16_autocast_and_short_videos():
+    """The loss terms stay float32 under autocast; videos shorter than k select all their snippets."""
+    torch.manual_seed(0)
+    model = RTFM(TINY).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.rand(4, 2, 2, 24))  # T = 2 < k = 3
+        total, parts = rtfm_loss(out, cfg=TINY)
+    assert out.scores.dtype == torch.bfloat16 and total.dtype == torch.float32 and torch.isfinite(total)
+    assert select_topk(out, k=3, drop=0.0).feat_abnormal.shape == (4, 2, 24)

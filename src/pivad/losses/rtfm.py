@@ -23,6 +23,7 @@ QUIRKS kept for parity (they change the numbers):
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +52,7 @@ def select_topk(out: RTFMOutput, k: int = 3, drop: float = 0.7) -> RTFMSelection
     scores_n, scores_a = out.scores.split(half)  # (n, T)
     mag_n, mag_a = out.magnitudes.split(half)  # (n, T)
     feat_n, feat_a = out.features.split(half)  # (n, n_crops, T, F)
+    k = min(k, mag_n.shape[1])  # the official crashes on videos shorter than k
     sel = []
     for mag in (mag_a, mag_n):  # QUIRK: official draws the abnormal mask first
         keep = F.dropout(torch.ones_like(mag), drop, True) if drop > 0 else torch.ones_like(mag)
@@ -84,6 +86,13 @@ def rtfm_loss(
     ``loss_sparse`` (weighted, as the official logs them), ``total_loss``."""
     cfg = cfg or RTFMConfig()
     sel = selection if selection is not None else select_topk(out, cfg.topk, cfg.dropout)
+    with _autocast_off(out.scores.device):  # BCE refuses autocast; the terms are float32 in a bf16 run
+        return _loss_terms(out, sel, labels, cfg)
+
+
+def _loss_terms(
+    out: RTFMOutput, sel: RTFMSelection, labels: torch.Tensor | None, cfg: RTFMConfig
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     half = out.scores.shape[0] // 2
     if labels is None:
         labels = torch.cat([out.scores.new_zeros(half), out.scores.new_ones(half)])
@@ -105,3 +114,9 @@ def rtfm_loss(
         "loss_sparse": loss_sparse,
     }
     return total, parts
+
+
+def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
