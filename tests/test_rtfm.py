@@ -265,7 +265,10 @@ def test_paper_configs_carry_official_defaults(official):
 def test_converter_round_trip_and_errors(official):
     torch.manual_seed(0)
     ref = official.model.Model(1024, 2)
-    sd = ref.state_dict()
+    buf = io.BytesIO()
+    torch.save(ref.state_dict(), buf)  # as the official main.py saves its checkpoints
+    buf.seek(0)
+    sd = torch.load(buf, weights_only=True)
     assert set(official_to_pivad(sd)) == set(RTFM(RTFMConfig(feature_dim=1024)).state_dict())
     back = pivad_to_official(RTFM.from_official_state_dict(sd).state_dict())
     assert back.keys() == sd.keys() and all(torch.equal(back[k], sd[k]) for k in sd)
