@@ -1,4 +1,4 @@
-"""The backbone interface: UR-DMU and PEL4VAD implement it, positions map to hook points, models import no losses."""
+"""The backbone interface: UR-DMU, PEL4VAD and RTFM implement it, positions map to hook points, models import no losses."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pivad.config import InductorConfig, LossConfig, ModalityConfig, PEL4VADConfig, URDMUConfig
+from pivad.config import InductorConfig, LossConfig, ModalityConfig, PEL4VADConfig, RTFMConfig, URDMUConfig
 from pivad.losses.inductor import pivad_loss
-from pivad.models import PEL4VAD, PIVAD, URDMU
+from pivad.models import PEL4VAD, PIVAD, URDMU, RTFMBackbone
 from pivad.models.backbone import Backbone, resolve_points
 
 MODELS = Path(__file__).resolve().parent.parent / "src" / "pivad" / "models"
@@ -26,6 +26,10 @@ def tiny_pel4vad() -> PEL4VAD:
     return PEL4VAD(URDMUConfig(input_dim=16), PEL4VADConfig(hidden_dim=8, out_dim=6, window=3, causal_steps=3))
 
 
+def tiny_rtfm() -> RTFMBackbone:
+    return RTFMBackbone(RTFMConfig(feature_dim=16, branch_dim=4, fc1_dim=8, fc2_dim=6))
+
+
 def test_no_model_module_imports_the_losses():
     for path in MODELS.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -35,7 +39,7 @@ def test_no_model_module_imports_the_losses():
                 assert not any(a.name.startswith("pivad.losses") for a in node.names), path.name
 
 
-@pytest.mark.parametrize("build", [tiny_urdmu, tiny_pel4vad])
+@pytest.mark.parametrize("build", [tiny_urdmu, tiny_pel4vad, tiny_rtfm])
 def test_backbones_implement_the_interface(build):
     model = build()
     assert isinstance(model, Backbone) and model.input_dim == 16
@@ -85,14 +89,55 @@ def test_pivad_on_pel4vad_trains_every_parameter_with_pis_at_its_points():
         assert model.eval()(x.view(2, 2, 10, 16)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("backbone", ["urdmu", "pel4vad"])
+def test_pivad_on_rtfm_trains_every_parameter_with_pis_at_its_points():
+    torch.manual_seed(0)
+    ind = InductorConfig(position="mtn+fc2", latent_dim=8, cmi_depth=1, cmi_heads=2)
+    model = PIVAD(URDMUConfig(input_dim=16), ind, LossConfig(), MODS, backbone=tiny_rtfm)
+    assert set(model.inductors) == {"mtn", "fc2"} and resolve_points(model.student, "both") == ("mtn", "fc1")
+    model.set_teacher(tiny_rtfm())
+    x, mods = torch.randn(4, 10, 16), {"pose": torch.randn(4, 10, 5)}
+    out = model.train()(x, modalities=mods, phase="second")
+    loss, parts = pivad_loss(out, torch.tensor([0.0, 0.0, 1.0, 1.0]), model.loss_cfg, "second")
+    loss.backward()
+    assert {"mtn/distill", "fc2/align", "mil/loss_cls", "mil/loss_rtfm"} <= parts.keys()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    assert all(p.grad is None for p in model.teacher.parameters())
+    with torch.no_grad():
+        assert model.eval()(x.view(2, 2, 10, 16)).shape == (2, 10)
+
+
+def test_rtfm_trains_each_crop_row_as_a_one_crop_video():
+    """The backbone's train forward on pivad's ``[B, T, F]`` rows is RTFM's on ``[B, 1, T, F]`` one-crop videos,
+    and its eval forward is the crop-mean ``snippet_scores``."""
+    from pivad.losses.backbone import backbone_loss
+    from pivad.losses.rtfm import rtfm_loss
+    from pivad.models.rtfm import RTFM
+
+    torch.manual_seed(0)
+    model = tiny_rtfm().train()
+    x, labels = torch.randn(4, 10, 16), torch.tensor([0.0, 0.0, 1.0, 1.0])
+    torch.manual_seed(1)
+    got, parts = backbone_loss(model(x), labels)
+    torch.manual_seed(1)
+    want, _ = rtfm_loss(RTFM.forward(model, x[:, None]), labels, model.cfg)
+    assert torch.equal(got, want) and set(parts) >= {"loss_cls", "loss_rtfm", "loss_smooth", "loss_sparse"}
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x.view(2, 2, 10, 16)), model.snippet_scores(x.view(2, 2, 10, 16)))
+    with pytest.raises(ValueError, match="train mode expects"):
+        model.train()(x.view(2, 2, 10, 16))
+
+
+@pytest.mark.parametrize("backbone", ["urdmu", "pel4vad", "rtfm"])
 def test_config_knows_each_backbones_hook_points(backbone):
     """The config check reads hook points and placements from tables of its own (no model is built to check
     a config): they must be the models' own, for several widths."""
     from pivad.config import PLACEMENTS, from_dict, hook_points
     from pivad.models.factory import backbone_builder
 
-    for widths in ({}, {"model": {"input_dim": 64, "hidden_dim": 24}, "pel4vad": {"hidden_dim": 8, "out_dim": 20}}):
+    for widths in ({}, {"model": {"input_dim": 64, "hidden_dim": 24}, "pel4vad": {"hidden_dim": 8, "out_dim": 20},
+                   "rtfm": {"fc1_dim": 24, "fc2_dim": 12}}):
         cfg = from_dict({**widths, "model": {**widths.get("model", {}), "backbone": backbone}, "inductor": {"cmi_heads": 4}})
         model = backbone_builder(cfg)()
         assert hook_points(cfg) == model.hook_points

@@ -27,7 +27,8 @@ def test_wheel_ships_the_configs_and_demo_finds_them(tmp_path):
         pytest.skip(f"cannot build a wheel here: {build.stderr.strip().splitlines()[-1:]}")
     wheel = next((tmp_path / "wheel").glob("pivad-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for name in ("demo.yaml", "ucf_crime.yaml", "xd_violence.yaml", "msad.yaml", "pel4vad_ucf.yaml", "pel4vad_xd.yaml"):
+    for name in ("demo.yaml", "ucf_crime.yaml", "xd_violence.yaml", "msad.yaml", "pel4vad_ucf.yaml", "pel4vad_xd.yaml",
+                 "rtfm_ucf.yaml", "rtfm_xd.yaml"):
         assert f"pivad/configs/{name}" in names
     for name in ("ucf-prompt.npy", "xd-prompt.npy", "sh-prompt.npy", "LICENSE", "ORIGIN.md"):
         assert f"pivad/prompts/{name}" in names  # PEL4VAD's class prompts with their MIT licence

@@ -246,17 +246,17 @@ def test_paper_configs_carry_official_defaults(official):
     defaults = RTFMConfig()
     for name, width in (("rtfm_ucf.yaml", args.feature_size), ("rtfm_xd.yaml", 1024)):
         cfg = yaml.safe_load((ROOT / "configs" / name).read_text())
-        data, model, train = cfg["data"], cfg["model"], cfg["train"]
+        data, model, rtfm, train = cfg["data"], cfg["model"], cfg["rtfm"], cfg["train"]
         assert model["backbone"] == "rtfm", name
         assert data["batch_normal"] == data["batch_abnormal"] == args.batch_size, name
         assert data["num_segments"] == 32, name  # dataset.py: process_feat(feature, 32)
-        assert data["feature_dim"] == model["rtfm"]["feature_dim"] == width, name
+        assert data["feature_dim"] == model["input_dim"] == rtfm["feature_dim"] == width, name
         assert train["lr"] == lr[0] and set(lr) == {lr[0]}, name  # constant rate
         assert train["teacher_steps"] == args.max_epoch == len(lr), name
         assert train["weight_decay"] == float(weight_decay), name
-        for key, value in model["rtfm"].items():
+        for key, value in rtfm.items():
             if key != "feature_dim":
-                assert value == getattr(defaults, key), f"{name}: model.rtfm.{key}"
+                assert value == getattr(defaults, key), f"{name}: rtfm.{key}"
 
 
 # ------------------------------------------------------------------------------------ converter, API

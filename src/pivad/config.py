@@ -167,7 +167,7 @@ class Position(Check):
         return f"expected early, late, both, none or hook points joined by '+', got {_show(value)}"
 
 
-BACKBONES = ("urdmu", "pel4vad")  # model.backbone (pivad.models.factory builds each)
+BACKBONES = ("urdmu", "pel4vad", "rtfm")  # model.backbone (pivad.models.factory builds each)
 WIDTH = Range(1, MAX_WIDTH)
 COUNT = Range(0, MAX_STEPS)  # steps
 EVERY = Range(1, MAX_STEPS)  # an interval in steps
@@ -244,7 +244,7 @@ class URDMUConfig:
     a_nums: int = setting(60, WIDTH)  # abnormal memory slots
     n_nums: int = setting(60, WIDTH)  # normal memory slots
     head_dim: int = setting(128, WIDTH)  # hidden width of the classifier head
-    backbone: str = setting("urdmu", OneOf(*BACKBONES))  # the WSVAD model that is teacher, baseline and π-VAD student: urdmu | pel4vad (docs/backbones.md); the other keys of this section are UR-DMU's
+    backbone: str = setting("urdmu", OneOf(*BACKBONES))  # the WSVAD model that is teacher, baseline and π-VAD student: urdmu | pel4vad | rtfm (docs/backbones.md); the other keys of this section are UR-DMU's
 
 
 @dataclass
@@ -263,6 +263,21 @@ class PEL4VADConfig:
     smooth: str = setting("slide", OneOf("none", "fixed", "slide"))  # test-time score smoothing: none | fixed (block means) | slide (forward moving mean)
     kappa: int = setting(7, Range(1, MAX_SEGMENTS))  # smoothing window in snippets
     prompts: str = setting("", PATH)  # class-prompt features .npy [C, input_dim/2], row 0 the normal class ("" = the built-in binary prompts; docs/backbones.md)
+
+
+@dataclass
+class RTFMConfig:
+    feature_dim: int = setting(0, Range(0, MAX_WIDTH))  # input width F (0: model.input_dim; else it must equal it): 2048 official (I3D-ResNet50), 1024 for pivad's I3D
+    branch_dim: int = setting(512, WIDTH)  # width of each dilated branch, of the 1x1 reduction and of the non-local block
+    dilations: list[int] = field(default_factory=lambda: [1, 2, 4])  # one k=3 temporal conv per dilation (each 1..4096)
+    fc1_dim: int = setting(512, WIDTH)  # classifier widths F -> fc1_dim -> fc2_dim -> 1
+    fc2_dim: int = setting(128, WIDTH)
+    dropout: float = setting(0.7, FRACTION)  # after the MTN, fc1 and fc2, and on the magnitudes before the top-k selection
+    topk: int = setting(3, Range(1, MAX_SEGMENTS))  # snippets selected per video by feature magnitude (official: num_segments // 10, 32 segments)
+    margin: float = setting(100.0, NONNEGATIVE)  # feature-magnitude margin m
+    alpha: float = setting(1e-4, NONNEGATIVE)  # weight of the magnitude loss
+    lambda_smooth: float = setting(8e-4, NONNEGATIVE)  # temporal smoothness of the abnormal scores
+    lambda_sparse: float = setting(8e-3, NONNEGATIVE)  # sparsity of the abnormal scores
 
 
 @dataclass
@@ -295,7 +310,7 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    model: str = setting("pivad", OneOf(*BACKBONES, "pivad"))  # what to train: the backbone alone (urdmu | pel4vad: teacher/baseline only; it must be model.backbone) | pivad (teacher, then student)
+    model: str = setting("pivad", OneOf(*BACKBONES, "pivad"))  # what to train: the backbone alone (urdmu | pel4vad | rtfm: teacher/baseline only; it must be model.backbone) | pivad (teacher, then student)
     teacher_ckpt: str = setting("", PATH)  # load the teacher from this checkpoint (own or official UR-DMU state dict)
     student_init: str = setting("random", OneOf("random", "teacher"))  # π-VAD student before step 1: random (the paper) | teacher (a copy of the teacher's weights)
     student_clean: bool = False  # π-VAD's student trains without dropout and reparameterisation noise, like the teacher's distillation target (eval-mode features); the paper is silent
@@ -332,6 +347,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: URDMUConfig = field(default_factory=URDMUConfig)
     pel4vad: PEL4VADConfig = field(default_factory=PEL4VADConfig)
+    rtfm: RTFMConfig = field(default_factory=RTFMConfig)
     inductor: InductorConfig = field(default_factory=InductorConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -458,6 +474,8 @@ def _check_together(cfg: Config) -> None:
     if trained not in ("pivad", backbone):
         raise _KeyProblem("train.model", f"{trained} trains {trained} alone, but model.backbone is {backbone!r} "
                           f"(train.model: {backbone} or pivad)")
+    if backbone == "rtfm":
+        _check_rtfm(cfg)
     ind = cfg.inductor
     if trained != "pivad" or ind.position == "none":
         return
@@ -473,12 +491,27 @@ def _check_together(cfg: Config) -> None:
                               f"divisible by {ind.cmi_heads} heads")
 
 
+def _check_rtfm(cfg: Config) -> None:
+    r = cfg.rtfm
+    bad = next((d for d in r.dilations if not 1 <= d <= MAX_SEGMENTS), None)
+    if not r.dilations or bad is not None:
+        raise _KeyProblem("rtfm.dilations", f"expected one or more dilations in [1, {MAX_SEGMENTS}], got {_show(r.dilations)}")
+    if r.feature_dim not in (0, cfg.model.input_dim):
+        raise _KeyProblem("rtfm.feature_dim", f"{r.feature_dim} differs from model.input_dim {cfg.model.input_dim} "
+                          "(0: model.input_dim)")
+    if cfg.data.batch_normal != cfg.data.batch_abnormal:  # RTFM's loss pairs the two halves of a batch
+        raise _KeyProblem("data.batch_abnormal", f"RTFM pairs normal and abnormal videos: expected "
+                          f"data.batch_normal's {cfg.data.batch_normal}, got {cfg.data.batch_abnormal}")
+
+
 def hook_points(cfg: Config) -> dict[str, int]:
     """``model.backbone``'s hook points and their widths, in forward order: the models' own ``hook_points``
     (tests/test_backbone_interface.py keeps the two equal), so a config is checked before any model is built."""
     if cfg.model.backbone == "pel4vad":
         d = cfg.model.input_dim
         return {"context": d, "embed": d // 2, "head": cfg.pel4vad.out_dim}
+    if cfg.model.backbone == "rtfm":
+        return {"mtn": cfg.model.input_dim, "fc1": cfg.rtfm.fc1_dim, "fc2": cfg.rtfm.fc2_dim}
     h = cfg.model.hidden_dim
     return {"early": h, "late": 2 * h}
 
@@ -487,6 +520,7 @@ def hook_points(cfg: Config) -> dict[str, int]:
 PLACEMENTS = {
     "urdmu": {"early": ("early",), "late": ("late",), "both": ("early", "late")},
     "pel4vad": {"early": ("embed",), "late": ("head",), "both": ("embed", "head")},
+    "rtfm": {"early": ("mtn",), "late": ("fc1",), "both": ("mtn", "fc1")},
 }
 
 

@@ -18,7 +18,7 @@ from pivad.cli import add_config_arguments
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", metavar="RUN_DIR", help="a run directory (teacher.pt, best.pt, last.pt)")
-    src.add_argument("--ckpt", metavar="CKPT", help="one checkpoint (ours, or an official UR-DMU or PEL4VAD state dict: model.backbone of -c CONFIG says which)")
+    src.add_argument("--ckpt", metavar="CKPT", help="one checkpoint (ours, or an official UR-DMU, PEL4VAD or RTFM state dict: model.backbone of -c CONFIG says which)")
     add_config_arguments(parser)
     parser.add_argument("--out", metavar="DIR", help="output folder (default: the run dir, or <ckpt dir>/eval_<name>)")
     parser.add_argument("--no-plots", action="store_true", help="metrics and scores only")

@@ -3,7 +3,7 @@
 Payload (a plain dict, loadable with ``torch.load(weights_only=True)``)::
 
     version    checkpoint format version (int) and pivad version (str)
-    kind       "urdmu" | "pel4vad" (a backbone alone) | "pivad"
+    kind       "urdmu" | "pel4vad" | "rtfm" (a backbone alone) | "pivad"
     config     the resolved Config as a nested dict
     model      state_dict
     optimizer  optimiser state_dict (None in exported/inference files)
@@ -16,7 +16,7 @@ Payload (a plain dict, loadable with ``torch.load(weights_only=True)``)::
     best       {"score", "step", "phase"} of the best checkpoint so far
     log_window the per-step losses since the last log line, so a resumed run logs as an uninterrupted one
 
-Official UR-DMU and PEL4VAD state dicts (a bare ``{name: tensor}`` mapping with the official key names;
+Official UR-DMU, PEL4VAD and RTFM state dicts (a bare ``{name: tensor}`` mapping with the official key names;
 ``model.backbone`` of the given config says which) load too, through :func:`load_model` /
 :func:`load_inference_model`.
 """
@@ -126,8 +126,11 @@ _OPTIONAL = {"step": ((int,), "a step count"), "global_step": ((int,), "a step c
 
 def _check_entries(obj: dict, path: Path) -> None:
     """The entries inference reads: kind, config, model weights, threshold and the descriptive ones."""
-    if obj["kind"] not in ("urdmu", "pivad"):
-        raise CheckpointError(f"{path}: unknown model kind {_shown(obj['kind'])} (expected 'urdmu' or 'pivad')")
+    from pivad.config import BACKBONES
+
+    kinds = (*BACKBONES, "pivad")
+    if obj["kind"] not in kinds:
+        raise CheckpointError(f"{path}: unknown model kind {_shown(obj['kind'])} (expected one of {', '.join(kinds)})")
     if not isinstance(obj["config"], dict):
         raise CheckpointError(f"{path}: 'config' holds {type(obj['config']).__name__}, not a mapping")
     check_weights(obj["model"], path)
@@ -251,7 +254,7 @@ def load_model(path: str | Path, cfg: Any = None) -> tuple[torch.nn.Module, Any,
 
     path = Path(path)
     obj = _torch_load(path)
-    if is_state_dict(obj):  # official weights of model.backbone (UR-DMU or PEL4VAD)
+    if is_state_dict(obj):  # official weights of model.backbone (UR-DMU, PEL4VAD or RTFM)
         check_weights(obj, path, "state dict")
         cfg = cfg if cfg is not None else Config()
         kind = cfg.model.backbone
@@ -262,12 +265,17 @@ def load_model(path: str | Path, cfg: Any = None) -> tuple[torch.nn.Module, Any,
 
                 model = PEL4VAD.from_official_state_dict(obj, cfg.model, cfg.pel4vad,
                                                          load_prompts(cfg.pel4vad.prompts), source=str(path))
+            elif kind == "rtfm":  # the config's widths (rtfm section, model.input_dim); shapes are checked
+                from pivad.models.rtfm import RTFMBackbone
+
+                widths = RTFMBackbone.from_config(cfg.rtfm, cfg.model.input_dim).cfg
+                model = RTFMBackbone.from_official_state_dict(obj, widths, source=str(path))
             else:
                 from pivad.models import URDMU
 
                 model = URDMU.from_official_state_dict(obj, cfg.model)
         except (KeyError, RuntimeError, ValueError) as exc:
-            name = "PEL4VAD" if kind == "pel4vad" else "UR-DMU"
+            name = {"pel4vad": "PEL4VAD", "rtfm": "RTFM"}.get(kind, "UR-DMU")
             raise CheckpointError(f"{path}: not an official {name} state dict ({first_line(exc, 200)})") from None
         meta = {"kind": kind, "source": "official", "step": None, "phase": None, "metrics": {},
                 "threshold": cfg.eval.threshold}

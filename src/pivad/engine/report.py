@@ -19,7 +19,7 @@ from pivad.engine.evaluate import (EvalResult, GroundTruth, evaluate_model, form
                                    save_scores)
 from pivad.io import atomic_write_json, json_safe
 
-NAMES = {"urdmu": "UR-DMU", "pel4vad": "PEL4VAD", "pivad": "π-VAD"}  # key "urdmu" below: the teacher, any backbone
+NAMES = {"urdmu": "UR-DMU", "pel4vad": "PEL4VAD", "rtfm": "RTFM", "pivad": "π-VAD"}  # key "urdmu" below: the teacher, any backbone
 
 
 def load_test_set(cfg: Any) -> Any:

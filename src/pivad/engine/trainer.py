@@ -7,7 +7,7 @@ Phases (paper Section 4.4), each a plain loop over steps of one balanced batch:
     second   π-VAD on L_second = L_MIL + λ1·L_align + λ2·L_distill + L_PMG for ``train.steps``
 
 ``train.model: urdmu`` (or the name of ``model.backbone``) runs only the teacher phase (the baseline).
-Teacher and student are the backbone ``model.backbone`` (UR-DMU, PEL4VAD: docs/backbones.md). π-VAD's two steps share one Adam
+Teacher and student are the backbone ``model.backbone`` (UR-DMU, PEL4VAD, RTFM: docs/backbones.md). π-VAD's two steps share one Adam
 optimiser (the warm-up's moments carry into step 2). One balanced loader feeds all phases.
 
 Files (rank 0 only) in the run directory: ``last.pt`` every ``train.eval_every`` steps, at the end of

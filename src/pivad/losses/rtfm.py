@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pivad.models.rtfm import RTFMConfig, RTFMOutput
+from pivad.config import RTFMConfig
+from pivad.models.rtfm import RTFMOutput
 
 
 @dataclass

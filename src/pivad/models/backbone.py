@@ -2,7 +2,7 @@
 
 A backbone is an ``nn.Module`` with
 
-- ``name``: its ``model.backbone`` key (``urdmu``, ``pel4vad``);
+- ``name``: its ``model.backbone`` key (``urdmu``, ``pel4vad``, ``rtfm``);
 - ``input_dim``: the RGB feature width it reads;
 - ``hook_points``: ``{point: width}`` in forward order, where a Poly-modal Inductor reads F* ``[B,T,width]``
   and writes F_M* of the same shape;

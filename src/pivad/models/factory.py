@@ -1,4 +1,4 @@
-"""Models by name: ``build_model("urdmu" | "pel4vad" | "pivad", cfg)``."""
+"""Models by name: ``build_model("urdmu" | "pel4vad" | "rtfm" | "pivad", cfg)``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pivad.config import BACKBONES  # model.backbone values (pivad.models.backbo
 from pivad.errors import ConfigError
 from pivad.models.pel4vad import PEL4VAD
 from pivad.models.pivad import PIVAD
+from pivad.models.rtfm import RTFMBackbone
 from pivad.models.urdmu import URDMU
 
 KINDS = BACKBONES + ("pivad",)
@@ -25,11 +26,13 @@ def backbone_builder(cfg, kind: str | None = None) -> Callable[[], nn.Module]:
 
         prompts = load_prompts(cfg.pel4vad.prompts)
         return lambda: PEL4VAD(cfg.model, cfg.pel4vad, prompts)
+    if kind == "rtfm":
+        return lambda: RTFMBackbone.from_config(cfg.rtfm, cfg.model.input_dim)
     raise ConfigError(f"model.backbone: unknown backbone {kind!r} (known: {', '.join(BACKBONES)})")
 
 
 def build_model(kind: str, cfg) -> nn.Module:
-    """A backbone (``urdmu``, ``pel4vad``: ``cfg.model`` and its own section) or π-VAD on ``model.backbone``
+    """A backbone (``urdmu``, ``pel4vad``, ``rtfm``: ``cfg.model`` and its own section) or π-VAD on ``model.backbone``
     (``cfg.model``, ``cfg.inductor``, ``cfg.loss``, ``cfg.data.modalities``)."""
     if kind in BACKBONES:
         return backbone_builder(cfg, kind)()

@@ -1,6 +1,6 @@
 """π-VAD: a WSVAD student with Poly-modal Inductors and a frozen teacher of the same backbone (CVPR 2025, Section 4).
 
-The student is a backbone (:mod:`pivad.models.backbone`: UR-DMU, PEL4VAD) with a PI
+The student is a backbone (:mod:`pivad.models.backbone`: UR-DMU, PEL4VAD, RTFM) with a PI
 (:class:`pivad.models.inductor.PI`) plugged in at each of its hook points named by ``inductor.position``
 (``early``/``late``/``both`` map to each backbone's pair; UR-DMU: the embedding output, D = hidden_dim,
 and the classifier-head input, D = 2·hidden_dim); each PI's F_M* replaces the feature it read. The

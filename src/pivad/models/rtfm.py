@@ -18,6 +18,10 @@ What differs from the official ``Model``:
   10-crop UCF test video of 6,749 snippets: 1.8 GB);
 - no CUDA calls; hooks read and replace intermediate features (:data:`RTFM.hook_widths`).
 
+:class:`RTFMBackbone` is the same network behind the backbone interface (:mod:`pivad.models.backbone`):
+eval forward returns scores, π-VAD's PIs sit at ``mtn`` / ``fc1`` / ``fc2``. pivad's loader gives one crop
+per row, so in training each crop row is a one-crop video (docs/rtfm.md).
+
 Dropout masks are drawn in the official order (MTN output, fc1, fc2; then the selection masks in the
 loss), so with the same seed a train step draws the official masks.
 
@@ -27,32 +31,18 @@ Axes: b videos, n crops, B = b*n sequences, T snippets, F input width, C branch 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pivad.config import RTFMConfig
 from pivad.errors import CheckpointError
 
 Hook = Callable[[torch.Tensor], torch.Tensor]
 Hooks = Mapping[str, Hook]
-
-
-@dataclass
-class RTFMConfig:
-    feature_dim: int = 2048  # input width F: 2048 official (I3D-ResNet50), 1024 for pivad's I3D
-    branch_dim: int = 512  # width of each dilated branch, of the 1x1 reduction and of the non-local block
-    dilations: list[int] = field(default_factory=lambda: [1, 2, 4])  # one k=3 temporal conv per dilation
-    fc1_dim: int = 512  # classifier widths F -> fc1_dim -> fc2_dim -> 1
-    fc2_dim: int = 128
-    dropout: float = 0.7  # after the MTN, fc1 and fc2, and on the magnitudes before the top-k selection
-    topk: int = 3  # snippets selected per video by feature magnitude (official: num_segments // 10, 32 segments)
-    margin: float = 100.0  # feature-magnitude margin m
-    alpha: float = 1e-4  # weight of the magnitude loss
-    lambda_smooth: float = 8e-4  # temporal smoothness of the abnormal scores
-    lambda_sparse: float = 8e-3  # sparsity of the abnormal scores
 
 
 @dataclass
@@ -143,7 +133,9 @@ class RTFM(nn.Module):
 
     def __init__(self, cfg: RTFMConfig | None = None) -> None:
         super().__init__()
-        cfg = cfg or RTFMConfig()
+        cfg = cfg or RTFMConfig(feature_dim=2048)
+        if cfg.feature_dim < 1:
+            raise ValueError("RTFMConfig.feature_dim: give the input width (0 means model.input_dim in a run's config)")
         self.cfg = cfg
         # construction and init order mirror the official Model, so torch.manual_seed(s) gives its weights
         self.mtn = MTN(cfg.feature_dim, cfg.branch_dim, cfg.dilations)
@@ -241,6 +233,58 @@ class RTFM(nn.Module):
         model = cls(cfg if cfg is not None else _infer_config(sd, source))
         load_state_dict_checked(model, sd, source)
         return model
+
+
+class RTFMBackbone(RTFM):
+    """RTFM as π-VAD's teacher and student (:class:`pivad.models.backbone.Backbone`).
+
+    Eval: x ``[b, n, T, F]`` or ``[B, T, F]`` -> crop-mean scores ``[b, T]`` (:meth:`RTFM.snippet_scores`).
+    Train: x ``[B, T, F]``, normal half first, each row one crop taken as a one-crop video -> :class:`RTFMOutput`
+    (``[B, 1, T, F]`` features), which :func:`pivad.losses.rtfm.rtfm_loss` reads. ``early``/``late`` are
+    ``mtn``/``fc1``: where the temporal context is formed, and the classifier's first hidden feature."""
+
+    name = "rtfm"
+    placements = {"early": ("mtn",), "late": ("fc1",), "both": ("mtn", "fc1")}
+    exact_prefix = ("mtn", "fc1", "fc2")  # hook_features computes the train forward's features there
+
+    def __init__(self, cfg: RTFMConfig | None = None) -> None:
+        super().__init__(cfg)
+        self.input_dim = self.cfg.feature_dim
+        self.dropout = self.cfg.dropout  # the network's dropouts (0: set_clean); the loss's selection keeps cfg's
+
+    @classmethod
+    def from_config(cls, cfg: RTFMConfig, input_dim: int) -> RTFMBackbone:
+        """From a run's ``rtfm`` section, ``feature_dim`` 0 meaning ``model.input_dim``."""
+        return cls(replace(cfg, feature_dim=cfg.feature_dim or input_dim, dilations=list(cfg.dilations)))
+
+    @property
+    def hook_points(self) -> dict[str, int]:
+        return self.hook_widths
+
+    def set_clean(self) -> RTFMBackbone:
+        """Train without the network's dropout; returns self."""
+        self.dropout = 0.0
+        return self
+
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, self.dropout, self.training and self.dropout > 0)
+
+    def forward(self, x: torch.Tensor, hooks: Hooks | None = None) -> torch.Tensor | RTFMOutput:
+        if not self.training:
+            return self.snippet_scores(x, hooks)  # (b, T)
+        if x.dim() != 3:
+            raise ValueError(f"RTFM train mode expects [B,T,F] features, got shape {list(x.shape)}")
+        return super().forward(x, hooks)
+
+    def hook_features(self, x: torch.Tensor, points: Iterable[str]) -> dict[str, torch.Tensor]:
+        """The features at ``points`` as this mode computes them, no hooks, computed only as far as needed."""
+        points = list(points)
+        xf, _, _ = self._flatten(x.to(self.fc1.weight.dtype))
+        feats = {"mtn": self.mtn(xf)}  # (B, T, F)
+        if points != ["mtn"]:
+            feats["fc1"] = F.relu(self.fc1(self._drop(feats["mtn"])))  # (B, T, fc1)
+            feats["fc2"] = F.relu(self.fc2(self._drop(feats["fc1"])))  # (B, T, fc2)
+        return {p: feats[p] for p in points}
 
 
 def _check_hooks(hooks: Hooks | None, widths: Mapping[str, int]) -> None:

@@ -33,6 +33,9 @@ PAPER_TABLE5 = {"urdmu": (6.16e6, 1.54e9), "pivad": (82.81e6, 19.88e9)}
 OFFICIAL_URDMU_PARAMS = 6_492_929  # measured on the official code (shared/docs/reference.md)
 # the official PEL4VAD XModel of its ucf / xd configs, measured (its log prints 1.2091M for ucf)
 OFFICIAL_PEL4VAD_PARAMS = {"ucf": 1_209_149, "xd": 1_207_349}
+# the official RTFM Model at its 2048-d input and at 1024-d (the width made a setting), measured (docs/rtfm.md)
+OFFICIAL_RTFM_PARAMS = {"2048-d": 24_718_849, "1024-d": 12_658_177}
+LABELS = {"urdmu": "UR-DMU", "pel4vad": "PEL4VAD", "rtfm": "RTFM"}  # model.backbone -> its name in the table
 
 
 @dataclass
@@ -140,7 +143,7 @@ def size_report(cfg, snippets: int = 200) -> SizeReport:
         x = torch.zeros(1, snippets, cfg.model.input_dim)
         urdmu = build().eval()
     executed = count_macs(urdmu, x)["Global"]
-    label = "UR-DMU" if backbone == "urdmu" else type(urdmu).__name__
+    label = LABELS.get(backbone, type(urdmu).__name__)
     backbone_macs = urdmu_layer_macs(cfg.model, snippets) if backbone == "urdmu" else executed
     report.urdmu = SizeRow(label, count_params(urdmu), backbone_macs)
     report.urdmu_executed_macs = executed
@@ -199,6 +202,10 @@ def _backbone_footer(report: SizeReport) -> list[str]:
         ref = ", ".join(f"{k} {v:,}" for k, v in OFFICIAL_PEL4VAD_PARAMS.items())
         same = "equal" if u.params in OFFICIAL_PEL4VAD_PARAMS.values() else "differs: other widths"
         lines.append(f"official PEL4VAD code, measured: {ref} params; this config's PEL4VAD: {u.params:,} ({same})")
+    if report.backbone == "rtfm":
+        ref = ", ".join(f"{k} {v:,}" for k, v in OFFICIAL_RTFM_PARAMS.items())
+        same = "equal" if u.params in OFFICIAL_RTFM_PARAMS.values() else "differs: other widths"
+        lines.append(f"official RTFM code, measured: {ref} params; this config's RTFM: {u.params:,} ({same})")
     lines.append(f"MACs: every matmul and convolution of one eval forward of one crop, by torch FlopCounterMode / 2 "
                  f"(the paper's Table 5 counts UR-DMU only)")
     return lines
