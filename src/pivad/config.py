@@ -271,7 +271,7 @@ class RTFMConfig:
     branch_dim: int = setting(512, WIDTH)  # width of each dilated branch, of the 1x1 reduction and of the non-local block
     dilations: list[int] = field(default_factory=lambda: [1, 2, 4])  # one k=3 temporal conv per dilation (each 1..4096)
     fc1_dim: int = setting(512, WIDTH)  # classifier widths F -> fc1_dim -> fc2_dim -> 1
-    fc2_dim: int = setting(128, WIDTH)
+    fc2_dim: int = setting(128, WIDTH)  # second classifier width (official 128)
     dropout: float = setting(0.7, FRACTION)  # after the MTN, fc1 and fc2, and on the magnitudes before the top-k selection
     topk: int = setting(3, Range(1, MAX_SEGMENTS))  # snippets selected per video by feature magnitude (official: num_segments // 10, 32 segments)
     margin: float = setting(100.0, NONNEGATIVE)  # feature-magnitude margin m
@@ -311,7 +311,7 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     model: str = setting("pivad", OneOf(*BACKBONES, "pivad"))  # what to train: the backbone alone (urdmu | pel4vad | rtfm: teacher/baseline only; it must be model.backbone) | pivad (teacher, then student)
-    teacher_ckpt: str = setting("", PATH)  # load the teacher from this checkpoint (own or official UR-DMU state dict)
+    teacher_ckpt: str = setting("", PATH)  # load the teacher from this checkpoint (own, or an official state dict of model.backbone)
     student_init: str = setting("random", OneOf("random", "teacher"))  # π-VAD student before step 1: random (the paper) | teacher (a copy of the teacher's weights)
     student_clean: bool = False  # π-VAD's student trains without dropout and reparameterisation noise, like the teacher's distillation target (eval-mode features); the paper is silent
     teacher_steps: int = setting(3000, COUNT)  # UR-DMU teacher iterations when it is trained here
