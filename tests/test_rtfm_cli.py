@@ -148,3 +148,22 @@ def test_demo_tiny_on_rtfm(tmp_path, capsys):
     out = capsys.readouterr().out
     for row in ("RTFM (teacher, val-selected)", "π-VAD (val-selected)"):
         assert f"| {row} |" in out
+
+
+def test_resume_mid_step_two_reaches_the_same_weights(rtfm_run, tiny_dataset, tmp_path):
+    cfg = tiny_config(tiny_dataset, **RTFM)
+    part = train(cfg, tmp_path / "part", stop_after=4, progress=False)  # inside π-VAD step 2
+    assert part.interrupted and load_checkpoint(tmp_path / "part" / "last.pt")["phase"] == "second"
+    assert train(cfg, tmp_path / "part", resume=True, progress=False).global_step == 5
+    for name in ("last.pt", "best.pt", "teacher.pt"):
+        full, resumed = load_checkpoint(rtfm_run / name)["model"], load_checkpoint(tmp_path / "part" / name)["model"]
+        assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full), name
+
+
+def test_bf16_and_micro_batches_train(tiny_dataset, tmp_path):
+    """bf16 autocast (the loss in float32) and micro-batches of normal/abnormal pairs run on RTFM."""
+    cfg = tiny_config(tiny_dataset, **{**RTFM, "train": {**RTFM["train"], "precision": "bf16", "micro_batch": 2}})
+    result = train(cfg, tmp_path / "r", progress=False)
+    assert not result.interrupted and result.global_step == 5
+    weights = load_checkpoint(tmp_path / "r" / "last.pt")["model"]
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
