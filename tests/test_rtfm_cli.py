@@ -124,7 +124,10 @@ def test_info_counts_rtfm(tmp_path, capsys):
     assert main(["info", "-c", str(path), "--snippets", "16"]) == 0
     out = capsys.readouterr().out
     assert "student RTFM (without its PIs)" in out and "mtn PI (D=1024)" in out and "fc1 PI (D=16)" in out
-    assert main(["info", "-c", "configs/rtfm_ucf.yaml", "--inductor.position", "none", "--snippets", "32"]) == 0
+    from conftest import ROOT
+
+    assert main(["info", "-c", str(ROOT / "configs" / "rtfm_ucf.yaml"), "--inductor.position", "none",
+                 "--snippets", "32"]) == 0
     assert "this config's RTFM: 24,718,849 (equal)" in capsys.readouterr().out
 
 
@@ -167,3 +170,13 @@ def test_bf16_and_micro_batches_train(tiny_dataset, tmp_path):
     assert not result.interrupted and result.global_step == 5
     weights = load_checkpoint(tmp_path / "r" / "last.pt")["model"]
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("name, width", [("rtfm_ucf.yaml", 2048), ("rtfm_xd.yaml", 1024)])
+def test_paper_configs_load(name, width, capsys):
+    from conftest import ROOT
+
+    assert main(["config", "show", "-c", str(ROOT / "configs" / name)]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["model"]["backbone"] == "rtfm" and shown["train"]["model"] == "rtfm"
+    assert shown["model"]["input_dim"] == shown["rtfm"]["feature_dim"] == width
