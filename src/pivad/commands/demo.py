@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
 
     from pivad.outputs import check_output_dir
 
+    from pivad.config import check_seed
+
+    check_seed(args.data_seed, "--data-seed")
     t0 = time.time()
     out = check_output_dir(args.out)
     data_dir = out / "demo_data" if args.preset == "demo" else out / f"demo_data_{args.preset}"

@@ -52,9 +52,10 @@ def build_summary(rows: list[dict], variants: list[Variant], data_seeds: list[in
 def write_summary(out: Path, name: str, summary: dict) -> dict[str, Path]:
     """``OUT/NAME.json``, ``OUT/NAME.md`` and ``OUT/NAME.html``, each written atomically."""
     from pivad.engine.study_summary import render_markdown
-    from pivad.io import atomic_write_json, atomic_write_text
+    from pivad.io import atomic_write_json, atomic_write_text, json_safe
     from pivad.report.study import write_study_html
 
+    summary = json_safe(summary)  # an interval of one pair is undefined: null, as a re-read summary holds it
     paths = {"json": out / f"{name}.json", "md": out / f"{name}.md", "html": out / f"{name}.html"}
     atomic_write_json(paths["json"], summary)
     atomic_write_text(paths["md"], render_markdown(summary) + "\n")
