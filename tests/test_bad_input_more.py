@@ -137,3 +137,22 @@ def test_stream_flags_are_checked_before_the_model_loads(tmp_path, capsys, flag,
     missing = tmp_path / "missing.pt"  # checked before the checkpoint is read
     assert main(["detect", "--stream", str(CLIP), "--ckpt", str(missing), flag, value]) == 2
     _one_line(capsys, problem)
+
+
+@pytest.mark.parametrize("flag,value,problem", [
+    ("--test-fraction", "nan", "--test-fraction nan: must be in (0, 1)"),  # was: NaN into fit.json, a traceback
+    ("--seed", "-1", "--seed -1: must be in 0..4294967295"),  # was: refused only after fit.json was written
+    ("--flow-size", "0", "--flow-size 0: must be >= 12"),  # was: every video failed in OpenCV after the I3D stage
+])
+def test_fit_flags_are_checked_before_its_folder_is_made(videos, tmp_path, capsys, flag, value, problem):
+    out = tmp_path / "fit"
+    assert main(["fit", str(videos), "--out", str(out), "--crops", "1", "--no-progress", flag, value]) == 2
+    _one_line(capsys, problem)
+    assert not out.exists()
+
+
+def test_extract_modalities_refuses_a_flow_size_opencv_cannot_use(tmp_path, capsys):
+    out = tmp_path / "mod"
+    assert main(["extract", "modalities", str(CLIP), "--out", str(out), "--modalities", "flow", "--flow-size", "8"]) == 2
+    _one_line(capsys, "--flow-size 8: must be >= 12")
+    assert not out.exists()

@@ -275,13 +275,18 @@ def draw_test(names_by_class: dict[str, list[str]], candidates: dict[str, list[s
     return chosen
 
 
+def check_split_args(test_fraction: float, seed: int) -> None:
+    """``--test-fraction`` in (0, 1) and ``--seed`` in numpy's range, or a one-line error naming the flag."""
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"--test-fraction {test_fraction}: must be in (0, 1)")
+    check_seed(seed, "--seed")
+
+
 def build_index(source: str | Path, annotations: str | Path | None = None, *, unit: str = "s",
                 test_fraction: float = 0.25, seed: int = 0) -> DatasetIndex:
     """Read, probe and split the videos of ``source`` (folder or CSV); intervals of ``annotations``."""
     source = Path(source)
-    if not 0.0 < test_fraction < 1.0:
-        raise DataError(f"--test-fraction {test_fraction}: must be in (0, 1)")
-    check_seed(seed, "--seed")
+    check_split_args(test_fraction, seed)
     if source.is_dir():
         entries = scan_folder(source)
     elif source.is_file():
