@@ -156,3 +156,20 @@ def test_extract_modalities_refuses_a_flow_size_opencv_cannot_use(tmp_path, caps
     assert main(["extract", "modalities", str(CLIP), "--out", str(out), "--modalities", "flow", "--flow-size", "8"]) == 2
     _one_line(capsys, "--flow-size 8: must be >= 12")
     assert not out.exists()
+
+
+def test_info_refuses_a_snippet_count_torch_cannot_hold(tmp_path, capsys):
+    assert main(["info", "--snippets", str(10**11)]) == 2  # was: RuntimeError (storage size overflowed)
+    _one_line(capsys, "--snippets", "in 1..4096")
+
+
+@pytest.mark.parametrize("flag,value,problem", [
+    ("--opset", "0", "--opset 0: not an opset this PyTorch exports"),  # was: RuntimeError traceback
+    ("--tolerance", "nan", "--tolerance nan: must be a finite number >= 0"),  # was: every check passed, exit 0
+    ("--i3d-tolerance", "-1", "--i3d-tolerance -1: must be"),
+])
+def test_export_flags(run_dir, tmp_path, capsys, flag, value, problem):
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--ckpt", str(run_dir / "best.pt"), "--out", str(out), flag, value]) == 2
+    _one_line(capsys, problem)
+    assert not out.exists()
