@@ -173,3 +173,12 @@ def test_export_flags(run_dir, tmp_path, capsys, flag, value, problem):
     assert main(["export", "--ckpt", str(run_dir / "best.pt"), "--out", str(out), flag, value]) == 2
     _one_line(capsys, problem)
     assert not out.exists()
+
+
+def test_a_ground_truth_linked_to_dev_zero_is_named_as_a_device(run_dir, tmp_path, capsys):
+    link = tmp_path / "gt.npy"
+    link.symlink_to("/dev/zero")
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--run", str(run_dir), "--data.gt", str(link), "--out", str(out),
+                 "--no-plots", "--no-progress"]) == 2
+    _one_line(capsys, f"{link}: not a regular file: a character device")  # was: "contains pickled (object) data"
