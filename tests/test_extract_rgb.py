@@ -166,7 +166,7 @@ def test_check_reports_closeness(tmp_path, capsys):
          "/nonexistent/rgb_imagenet.pt: I3D weights file not found"),
         (["extract", "rgb", "a.mp4", "--out", "o", "--weights", "random:x"], "expected random:SEED"),
         (["extract", "rgb", "a.mp4", "--out", "o", "--resize", "big"], "bad resize"),
-        (["extract", "rgb", "--list", "/nonexistent/list.txt", "--out", "o"], "/nonexistent/list.txt: cannot read"),
+        (["extract", "rgb", "--list", "/nonexistent/list.txt", "--out", "o"], "/nonexistent/list.txt: video list not found"),
         (["extract", "rgb", "--check", "ref.npy"], "exactly one extracted .npy"),
         (["extract", "rgb", "a.mp4", "--out", "o", "--precision", "fp16"], "--precision fp16: must be one of fp32, bf16"),
         (["extract", "rgb", "a.mp4", "--out", "o", "--batch", "0"], "--batch 0: must be >= 1"),

@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except PivadError as exc:
-        print(f"pivad: error: {exc}", file=sys.stderr)
+        text = str(exc).encode("utf-8", "backslashreplace").decode()  # a file name that is not UTF-8 prints escaped
+        print(f"pivad: error: {text}", file=sys.stderr)
         return 2
     except OSError as exc:
         from pivad.io import disk_problem

@@ -43,6 +43,12 @@ MAX_SEED = 2**32 - 1  # numpy's seed range (torch accepts more)
 MAX_CONFIG_BYTES = 1 << 20  # a config file is a few kB; larger is not one
 
 
+def check_seed(seed: int, flag: str) -> None:
+    """ConfigError unless ``seed`` (a command's ``--seed``) is in the range ``train.seed`` allows."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{flag} {seed}: must be in 0..{MAX_SEED}")
+
+
 class Check:
     """The values one config field allows: :meth:`problem` says what is wrong with a (well-typed) value,
     :attr:`allowed` says what is allowed (``docs/config.md``)."""

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from pivad.errors import DiskError
+from pivad.errors import DataError, DiskError
 
 
 # errno -> the problem as the one-line error says it: the disk, not the input, is at fault
@@ -131,3 +131,20 @@ def not_regular(path: str | Path) -> str | None:
             else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "special")
     link = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
     return f"not a regular file: {kind}{link}"
+
+
+def read_text_file(path: str | Path, what: str, encoding: str = "utf-8") -> str:
+    """The text of a file the user names (a list, annotations, a CSV); DataError naming ``path`` when it is
+    missing, not a regular file (a FIFO would block, ``/dev/zero`` never ends), unreadable or not UTF-8."""
+    why = not_regular(path)
+    if why:
+        raise DataError(f"{path}: {why}")
+    try:
+        return Path(path).read_text(encoding=encoding)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: {what} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                        f"{exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None

@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
 
     from pivad.outputs import check_output_dir
 
+    from pivad.config import check_seed
+
+    check_seed(args.data_seed, "--data-seed")
     t0 = time.time()
     out = check_output_dir(args.out)
     family = getattr(args, "family", 1)

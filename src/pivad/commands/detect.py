@@ -114,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         raise PivadError("--min-frames must be >= 1 and --merge-gap >= 0")
     if args.max_frames is not None and args.max_frames < 1:
         raise PivadError("--max-frames must be >= 1")
+    if args.stream:
+        _check_stream_flags(args)
     from pivad.extract.rgb import check_precision
 
     check_precision(args.precision)
@@ -135,6 +137,17 @@ def run(args: argparse.Namespace) -> int:
     keep_freed_memory()  # I3D's per-clip activations reuse freed memory instead of faulting in fresh pages
     scorer = _scorer(args)
     return _run_stream(args, scorer) if args.stream else _run_offline(args, scorer)
+
+
+def _check_stream_flags(args: argparse.Namespace) -> None:
+    import math
+
+    if args.window is not None and args.window < 1:
+        raise PivadError(f"--window {args.window}: must be >= 1")
+    if not (math.isfinite(args.idle_timeout) and args.idle_timeout >= 0):
+        raise PivadError(f"--idle-timeout {args.idle_timeout:g}: must be a finite number of seconds >= 0")
+    if not (math.isfinite(args.poll) and args.poll > 0):
+        raise PivadError(f"--poll {args.poll:g}: must be a finite number of seconds > 0")
 
 
 def _threshold(args, scorer) -> tuple[float, str]:
@@ -204,7 +217,7 @@ def _run_stream(args: argparse.Namespace, scorer) -> int:
     source = open_source(args.stream, args.idle_timeout, args.poll)  # fails fast on a bad source
     encoder = _encoder(args, scorer)
     threshold, source_of_threshold = _threshold(args, scorer)
-    window = args.window or _model_setting(scorer, "num_segments", DEFAULT_WINDOW)
+    window = args.window if args.window is not None else _model_setting(scorer, "num_segments", DEFAULT_WINDOW)
     streamer = StreamScorer(encoder, scorer, threshold, source.fps, window=window, lag=args.lag, name=source.name)
     appender = CsvAppender(args.csv) if args.csv else None
     live = None

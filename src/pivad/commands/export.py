@@ -42,13 +42,23 @@ def run(args: argparse.Namespace) -> int:
         raise PivadError(f"--lengths {args.lengths}: expected comma-separated integers") from None
     if not lengths or min(lengths) < 1:
         raise PivadError(f"--lengths {args.lengths}: every T must be >= 1")
+    import math
+
+    for flag, value in (("--tolerance", args.tolerance), ("--i3d-tolerance", args.i3d_tolerance)):
+        if not (math.isfinite(value) and value >= 0):  # NaN compares false: every check would pass
+            raise PivadError(f"{flag} {value:g}: must be a finite number >= 0")
     out = Path(args.out)
     if out.exists() and out.is_dir():
         raise PivadError(f"{out}: is a folder; --out takes a file name such as model.onnx")
     from pivad.outputs import check_output_file
 
     check_output_file(out)
-    path, check = export_checkpoint(args.ckpt, out, args.opset, lengths)
+    try:
+        path, check = export_checkpoint(args.ckpt, out, args.opset, lengths)
+    except RuntimeError as exc:
+        if "opset" not in str(exc).lower():
+            raise
+        raise PivadError(f"--opset {args.opset}: not an opset this PyTorch exports ({exc})") from None
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); onnxruntime vs torch max abs diff: {check.text()}")
     failed = check.worst > args.tolerance
     if args.with_i3d:

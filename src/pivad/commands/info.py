@@ -24,8 +24,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     source = args.config or "default config"
-    if args.snippets < 1:
-        raise ConfigError(f"--snippets: expected a positive number of snippets, got {args.snippets}")
+    from pivad.config import MAX_SEGMENTS
+
+    if not 1 <= args.snippets <= MAX_SEGMENTS:  # attention holds snippets^2 scores: more overflowed torch
+        raise ConfigError(f"--snippets: expected a number of snippets in 1..{MAX_SEGMENTS}, got {args.snippets}")
     try:
         report = size_report(cfg, snippets=args.snippets)
     except ValueError as exc:  # widths that do not fit together (e.g. heads not dividing D)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pivad.errors import ConfigError, DataError
+from pivad.io import read_text_file
 
 FORMATS = ("ucf", "xd", "msad")
 
@@ -65,12 +66,7 @@ def parse_annotations(path: str | Path, fmt: str = "ucf") -> dict[str, Annotatio
     if fmt not in FORMATS:
         raise ConfigError(f"unknown annotation format {fmt!r} (expected one of: {', '.join(FORMATS)})")
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: annotation file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read annotation file ({exc.__class__.__name__}: {exc})") from None
+    text = read_text_file(path, "annotation file")
 
     parse_line = {"ucf": _parse_ucf, "xd": _parse_xd, "msad": _parse_generic}[fmt]
     out: dict[str, Annotation] = {}

@@ -152,6 +152,11 @@ def read_gt_vector(path: str | Path) -> np.ndarray:
     else :class:`DataError` naming the file. Metrics of a non-binary one would all be ``nan``."""
     import warnings
 
+    from pivad.io import not_regular
+
+    why = not_regular(path)  # /dev/zero read as "pickled data", a FIFO would block
+    if why:
+        raise DataError(f"{path}: {why}")
     try:
         with warnings.catch_warnings():  # numpy's note on Python-2 headers: the checks below decide
             warnings.simplefilter("ignore")

@@ -33,8 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pivad.config import check_seed
 from pivad.data.labels import NORMAL
 from pivad.errors import DataError, PivadError
+from pivad.io import not_regular, read_text_file
 
 SNIPPET = 16
 SPLITS = ("train", "test")
@@ -97,7 +99,8 @@ class DatasetIndex:
 def _video_files(folder: Path) -> list[Path]:
     from pivad.extract.rgb import VIDEO_SUFFIXES
 
-    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES)
+    # not only regular files: a dangling link, FIFO or device named like a video is refused when probed, not skipped
+    return sorted(f for f in folder.iterdir() if not f.is_dir() and f.suffix.lower() in VIDEO_SUFFIXES)
 
 
 def scan_folder(root: Path) -> list[Entry]:
@@ -120,6 +123,15 @@ def scan_folder(root: Path) -> list[Entry]:
     return entries
 
 
+def _is_utf8(text: str) -> bool:
+    """False for a name read from bytes that are not UTF-8 (Python keeps them as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_class(cls: str, where: str) -> None:
     if not cls or re.search(r"[\s/\\]", cls) or cls.lower() == NORMAL_FOLDER:
         raise DataError(f"{where}: class {cls!r} must be a non-empty name without spaces or slashes, not 'normal'")
@@ -127,12 +139,7 @@ def _check_class(cls: str, where: str) -> None:
 
 def _read_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     """Rows of a headed CSV as ``(line, {column: value})``; the header must hold ``required``."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    text = read_text_file(path, "CSV file", encoding="utf-8-sig")
     rows = [(n, r) for n, r in enumerate(csv.reader(text.splitlines()), start=1)
             if r and any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
     if not rows:
@@ -232,7 +239,7 @@ def probe_entry(entry: Entry) -> tuple[float, int]:
     from pivad.video.decode import iter_frames, probe
 
     if not entry.path.is_file():
-        raise DataError(f"{entry.path}: video not found" + (f" (named in {entry.where})" if entry.where != str(entry.path) else ""))
+        raise DataError(f"{entry.path}: {not_regular(entry.path) or 'video not found'}" + (f" (named in {entry.where})" if entry.where != str(entry.path) else ""))
     try:
         info = probe(entry.path)
         frames = iter_frames(entry.path)
@@ -268,23 +275,31 @@ def draw_test(names_by_class: dict[str, list[str]], candidates: dict[str, list[s
     return chosen
 
 
+def check_split_args(test_fraction: float, seed: int) -> None:
+    """``--test-fraction`` in (0, 1) and ``--seed`` in numpy's range, or a one-line error naming the flag."""
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"--test-fraction {test_fraction}: must be in (0, 1)")
+    check_seed(seed, "--seed")
+
+
 def build_index(source: str | Path, annotations: str | Path | None = None, *, unit: str = "s",
                 test_fraction: float = 0.25, seed: int = 0) -> DatasetIndex:
     """Read, probe and split the videos of ``source`` (folder or CSV); intervals of ``annotations``."""
     source = Path(source)
-    if not 0.0 < test_fraction < 1.0:
-        raise DataError(f"--test-fraction {test_fraction}: must be in (0, 1)")
+    check_split_args(test_fraction, seed)
     if source.is_dir():
         entries = scan_folder(source)
     elif source.is_file():
         entries = read_video_csv(source)
     else:
-        raise DataError(f"{source}: no such folder or CSV file")
+        raise DataError(f"{source}: {not_regular(source) or 'no such folder or CSV file'}")
     seen: dict[str, Entry] = {}
     for e in entries:
         name = e.path.stem
         if name in seen:
             raise DataError(f"{e.where}: duplicate video name {name!r} (also {seen[name].where}); names key the features")
+        if not _is_utf8(str(e.path)):
+            raise DataError(f"{e.where}: the video's path is not UTF-8 text; rename it (the lists and YAML hold it)")
         if _BAD_NAME.search(name):
             raise DataError(f"{e.where}: video name {name!r} must not contain spaces or end in __<number>")
         seen[name] = e

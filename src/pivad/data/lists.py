@@ -30,7 +30,7 @@ from pathlib import Path
 from pivad.data import labels as _labels
 from pivad.data.labels import NORMAL, LabelError
 from pivad.errors import ConfigError, DataError
-from pivad.io import not_regular
+from pivad.io import not_regular, read_text_file
 
 LAYOUTS = ("per_crop", "per_video")
 
@@ -124,12 +124,7 @@ def read_list(
     if layout not in LAYOUTS:
         raise ConfigError(f"data.layout: unknown layout {layout!r} (known: {', '.join(LAYOUTS)})")
     labeller = _labels.label_rule(label_rule)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"{path}: list file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read list file ({getattr(exc, 'strerror', None) or exc})") from None
+    text = read_text_file(path, "list file", encoding="utf-8-sig")
     folder = path.resolve().parent
     resolver = PathResolver(Path(root)) if str(root) else PathResolver(folder, folder.parent)
 

@@ -361,6 +361,9 @@ def synthesize(
     A finished dataset with the same settings is reused (``force`` rewrites it); one written by this
     generator with other settings is replaced; any other non-empty folder is refused.
     """
+    from pivad.config import check_seed
+
+    check_seed(seed, "--seed")
     spec = family_spec(family, preset, **overrides)
     out = Path(out_dir)
     want = _fingerprint(spec, seed, preset, family)

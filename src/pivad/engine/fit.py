@@ -48,6 +48,11 @@ class FitRun:
         self.out = Path(args.out)
         self.data = self.out / "data"
         self.train_dir = self.out / "train"
+        from pivad.data.index import check_split_args
+        from pivad.extract.modalities import check_flow_size
+
+        check_split_args(args.test_fraction, args.seed)  # before the folder and its record are made
+        check_flow_size(args.flow_size)
         self.modalities = parse_modalities(args.modalities)
         self.models = parse_models(args.model or [], self.modalities)
         self.user_config = str(Path(args.config).resolve()) if args.config else None
@@ -223,7 +228,7 @@ class FitRun:
         return load_config(self.data / "pivad.yaml", merge_dict(extra, self.overrides))
 
     def _train(self) -> dict[str, Any] | None:
-        from pivad.config import save_config
+        from pivad.config import load_config, save_config
         from pivad.engine.preflight import check_run_inputs
         from pivad.engine.trainer import train
 
@@ -231,7 +236,7 @@ class FitRun:
         resume = last.is_file()
         if resume:
             _say("train", f"continuing from {last}")
-            cfg = None
+            cfg = load_config(self.out / "config.yaml")  # the run goes on with last.pt's own; this picks the device
         else:
             cfg = self.config()
             check_run_inputs(cfg, evaluate=bool(cfg.data.annotation or cfg.data.gt))

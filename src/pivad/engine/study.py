@@ -35,9 +35,11 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
 
+from pivad.config import MAX_SEED
 from pivad.errors import ConfigError, DataError
 
 SETUP = "study_setup.json"
+MAX_SEEDS = 10_000  # seeds in one --seeds/--data-seeds list (a typo such as 1-10000000 is refused, not built)
 # settings that change the teacher: a variant that leaves all of them alone shares the teacher runs
 TEACHER_KEYS = {"model": None, "data": ("num_segments", "batch_normal", "batch_abnormal", "val_fraction"),
                 "train": ("teacher_steps", "lr", "weight_decay", "eval_every", "selection")}
@@ -103,6 +105,10 @@ def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
                               "ranges low-high)")
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi > MAX_SEED:
+            raise ConfigError(f"{flag} '{text}': seeds go up to {MAX_SEED}")
+        if len(seeds) + hi - lo + 1 > MAX_SEEDS:
+            raise ConfigError(f"{flag} '{text}': more than {MAX_SEEDS} seeds")
         seeds += range(lo, hi + 1)
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{flag} '{text}': a seed is given twice")

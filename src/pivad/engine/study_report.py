@@ -55,8 +55,9 @@ def write_summary(out: Path, name: str, summary: dict) -> dict[str, Path]:
     from pivad.io import atomic_write_json, atomic_write_text, json_safe
     from pivad.report.study import write_study_html
 
+    summary = json_safe(summary)  # an interval of one pair is undefined: null, as a re-read summary holds it
     paths = {"json": out / f"{name}.json", "md": out / f"{name}.md", "html": out / f"{name}.html"}
-    atomic_write_json(paths["json"], json_safe(summary))  # strict JSON: an undefined interval (n = 1) is null
+    atomic_write_json(paths["json"], summary)
     atomic_write_text(paths["md"], render_markdown(summary) + "\n")
     write_study_html(paths["html"], summary, title=name)
     return paths

@@ -243,6 +243,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DIS frame pairs computed in parallel (default: min(8, CPU cores)); results do not depend on it")
 
 
+def check_flow_size(size: int) -> None:
+    """OpenCV's DIS flow needs frames with a side of 12 pixels or more: a smaller ``--flow-size`` failed every video."""
+    if size < 12:
+        raise PivadError(f"--flow-size {size}: must be >= 12 (the longer side, in pixels, flow is computed at)")
+
+
 def options_from_args(args: argparse.Namespace) -> ModalityOptions:
     names = [m.strip() for m in args.modalities.split(",") if m.strip()]
     unknown = [m for m in names if m not in MODALITIES]
@@ -250,6 +256,7 @@ def options_from_args(args: argparse.Namespace) -> ModalityOptions:
         raise PivadError(f"--modalities: unknown {', '.join(unknown) or '(none given)'} (known: {', '.join(MODALITIES)})")
     if args.snippet_batch < 1:
         raise PivadError(f"--snippet-batch {args.snippet_batch}: must be >= 1")
+    check_flow_size(args.flow_size)
     specs = []
     for m in dict.fromkeys(names):
         layer = getattr(args, f"{m}_layer", None) if m in LAYERED else None

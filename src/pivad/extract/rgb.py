@@ -18,7 +18,7 @@ import numpy as np
 
 from pivad.errors import CheckpointError, DataError, PivadError, VideoError
 from pivad.extract.runner import Report, VideoJob
-from pivad.io import atomic_save_npy, atomic_write_text
+from pivad.io import atomic_save_npy, atomic_write_text, read_text_file
 from pivad.video.crops import CROP, Resize, check_crops, frame_transform, take_crops, to_model_input
 from pivad.video.decode import SNIPPET, frames_short, iter_snippets, probe, timing_note
 
@@ -118,10 +118,7 @@ def read_video_list(path: str | Path) -> list[Path]:
     """Video paths, one per line (``#`` comments and blank lines skipped); relative ones are taken
     relative to the list file's folder."""
     path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the video list ({exc.strerror})") from None
+    lines = read_text_file(path, "video list").splitlines()
     videos = []
     for line in lines:
         line = line.strip()
