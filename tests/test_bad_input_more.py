@@ -11,18 +11,12 @@ from pathlib import Path
 import pytest
 
 from pivad.cli import main
+
+from test_bad_input import _one_line
 from test_config_values import _pivad
 from test_data_index import make_folder
 
 CLIP = Path(__file__).parent / "data" / "videos" / "bikes_32.mp4"
-
-
-def _one_line(capsys, *parts: str) -> str:
-    err = capsys.readouterr().err
-    assert err.startswith("pivad: error: ") and len(err.strip().splitlines()) == 1, err
-    for part in parts:
-        assert part in err, err
-    return err
 
 
 @pytest.fixture(scope="module")

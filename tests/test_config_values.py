@@ -17,6 +17,8 @@ from pivad.config import (Config, MAX_SEGMENTS, MAX_WIDTH, ModalityConfig, check
 from pivad.engine.checkpoint import FORMAT_VERSION
 from pivad.errors import CheckpointError, ConfigError
 
+from test_bad_input import _one_line
+
 CLIP = Path(__file__).parent / "data" / "videos" / "carphone_40.mp4"
 
 # (section, key, YAML text of the value, what the message says)
@@ -46,14 +48,6 @@ BAD_VALUES = [
     ("data", "label_rule", "'regex:('", "invalid regular expression"),
     ("data", "num_crops", "-3", "must be >= 0, got -3"),
 ]
-
-
-def _one_line(capsys, *parts: str) -> str:
-    err = capsys.readouterr().err
-    assert err.startswith("pivad: error: ") and len(err.strip().splitlines()) == 1, err
-    for part in parts:
-        assert part in err, err
-    return err
 
 
 @pytest.mark.parametrize("section,key,text,problem", BAD_VALUES, ids=[f"{s}.{k}={t}" for s, k, t, _ in BAD_VALUES])

@@ -18,19 +18,13 @@ from pivad.cli import main
 from pivad.config import save_config
 from pivad.engine.runs import LOCK_FILE, finish_run, run_lock
 from pivad.errors import ConfigError
+
+from test_bad_input import _one_line
 from test_kill import _env, _pivad
 from test_resume import tiny_config
 
 HOLD = "import sys\nfrom pivad.engine.runs import run_lock\nwith run_lock(sys.argv[1]):\n" \
        "    print('locked', flush=True)\n    sys.stdin.read()\n"
-
-
-def _one_line(capsys, *parts: str) -> str:
-    err = capsys.readouterr().err
-    assert err.startswith("pivad: error: ") and len(err.strip().splitlines()) == 1, err
-    for part in parts:
-        assert part in err, err
-    return err
 
 
 def _snapshot(folder: Path) -> dict[str, str]:

@@ -16,6 +16,8 @@ from pivad.engine.study import Variant, parse_seeds, parse_variant
 from pivad.engine.study_summary import render_markdown, summarise
 from pivad.errors import ConfigError
 from pivad.io import json_safe
+
+from test_bad_input import _one_line
 from test_resume import TINY, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,14 +25,6 @@ ISSUE9 = ROOT / "benchmarks" / "results" / "issue9"
 SUMMARIES = ("main", "table3", "table3_pos", "screening_d0", "screening_demo_d0", "screening_fix_d0", "lambda_distill")
 # a study's runs: 4 teacher steps, 2 + 4 π-VAD steps, validation every 2 steps
 STEPS = {"teacher_steps": 4, "warmup_steps": 2, "steps": 4, "eval_every": 2, "log_every": 2}
-
-
-def _one_line(capsys, *parts: str) -> str:
-    err = capsys.readouterr().err
-    assert err.startswith("pivad: error: ") and len(err.strip().splitlines()) == 1, err
-    for part in parts:
-        assert part in err, err
-    return err
 
 
 # ------------------------------------------------------------------------------------------ parsing

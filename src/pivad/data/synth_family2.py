@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pivad.data.synth_signal import SNIPPET, VideoPlan
+from pivad.data.synth_signal import SNIPPET, VideoPlan, _ar1, _smooth
 from pivad.errors import ConfigError
 
 FAMILY = 2
@@ -293,24 +293,7 @@ def build_world(spec: Family2Spec, seed: int) -> World2:
 # ---------------------------------------------------------------------------------------- processes
 
 
-def _ar1(rng: np.random.Generator, n: int, k: int, coef: float) -> np.ndarray:
-    """Stationary unit-variance AR(1), (n, k)."""
-    eps = rng.standard_normal((n, k))
-    out = np.empty((n, k))
-    out[0] = eps[0]
-    s = math.sqrt(1.0 - coef * coef)
-    for t in range(1, n):
-        out[t] = coef * out[t - 1] + s * eps[t]
-    return out
-
-
-def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian smoothing along axis 0 (edge padding), (n, k) -> (n, k)."""
-    radius = max(1, int(round(3 * sigma)))
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    taps /= taps.sum()
-    padded = np.pad(x, ((radius, radius), (0, 0)), mode="edge")
-    return sum(w * padded[i : i + x.shape[0]] for i, w in enumerate(taps))
+# _ar1 and _smooth are v6's (pivad.data.synth_signal): the same processes, and the same bytes on float64
 
 
 def _heavy(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

@@ -23,6 +23,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
 import torch
+from torch import nn
+
+from pivad.errors import CheckpointError
 
 Hook = Callable[[torch.Tensor], torch.Tensor]
 
@@ -58,3 +61,26 @@ def resolve_points(backbone: Backbone, position: str) -> tuple[str, ...]:
                          f"{backbone.name} (known: {', '.join(known)})")
     order = list(backbone.hook_points)
     return tuple(sorted(points, key=order.index))
+
+
+def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict(sd)`` with a one-line :class:`CheckpointError` naming ``source`` for missing or
+    unexpected keys and wrong shapes (what official checkpoints of every backbone go through)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_short(unexpected)}")
+        raise CheckpointError(f"{source}: {'; '.join(parts)}")
+    for k, v in own.items():
+        if tuple(sd[k].shape) != tuple(v.shape):
+            raise CheckpointError(f"{source}: {k} has shape {list(sd[k].shape)}, the model expects {list(v.shape)}")
+    model.load_state_dict(dict(sd))
+
+
+def _short(keys: list[str], n: int = 4) -> str:
+    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")

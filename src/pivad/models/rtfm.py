@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from pivad.config import RTFMConfig
 from pivad.errors import CheckpointError
+from pivad.models.backbone import load_state_dict_checked
 
 Hook = Callable[[torch.Tensor], torch.Tensor]
 Hooks = Mapping[str, Hook]
@@ -291,28 +292,6 @@ def _check_hooks(hooks: Hooks | None, widths: Mapping[str, int]) -> None:
     unknown = sorted(set(hooks or {}) - set(widths))
     if unknown:
         raise ValueError(f"RTFM has no hook point {unknown[0]!r} (it has {', '.join(widths)})")
-
-
-def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict`` with a one-line :class:`CheckpointError` for missing/unexpected keys or shapes."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {_short(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_short(unexpected)}")
-        raise CheckpointError(f"{source}: {'; '.join(parts)}")
-    for k, v in own.items():
-        if tuple(sd[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{source}: {k} has shape {list(sd[k].shape)}, the model expects {list(v.shape)}")
-    model.load_state_dict(dict(sd))
-
-
-def _short(keys: list[str], n: int = 4) -> str:
-    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
 # official key prefix <-> pivad key prefix ("Aggregate" is the MTN; conv_1..3 its dilated branches)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from pivad.config import URDMUConfig
 from pivad.errors import CheckpointError
-from pivad.models.backbone import Hook
+from pivad.models.backbone import Hook, load_state_dict_checked
 from pivad.models.checkpointing import run_block
 from pivad.models.distance_kernel import apply_distance_kernel
 
@@ -438,20 +438,7 @@ class URDMU(nn.Module):
 
     def load_state_dict_checked(self, sd: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
         """``load_state_dict`` with a one-line :class:`CheckpointError` for missing/unexpected keys or shapes."""
-        own = self.state_dict()
-        missing = [k for k in own if k not in sd]
-        unexpected = [k for k in sd if k not in own]
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"missing keys {_short(missing)}")
-            if unexpected:
-                parts.append(f"unexpected keys {_short(unexpected)}")
-            raise CheckpointError(f"{source}: {'; '.join(parts)}")
-        for k, v in own.items():
-            if tuple(sd[k].shape) != tuple(v.shape):
-                raise CheckpointError(f"{source}: {k} has shape {list(sd[k].shape)}, the model expects {list(v.shape)}")
-        self.load_state_dict(dict(sd))
+        load_state_dict_checked(self, sd, source)
 
 
 def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
@@ -475,10 +462,6 @@ def _gather_mean(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 def _l2n(x: torch.Tensor) -> torch.Tensor:
     """``x / |x|`` as the official ``norm`` (no epsilon)."""
     return x / torch.norm(x, p=2, dim=-1, keepdim=True)
-
-
-def _short(keys: list[str], n: int = 4) -> str:
-    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
 # official key prefix <-> pivad key prefix; "{n}" stands for a transformer layer index
