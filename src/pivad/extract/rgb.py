@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import queue
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +180,13 @@ def load_i3d(weights: str | None, device: str = "cpu", precision: str = "fp32", 
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise PivadError(f"--device {device}: CUDA is not available here")
+    if dtype == torch.bfloat16 and not device.startswith("cuda"):
+        from pivad.video.i3d import onednn_supports
+
+        if not onednn_supports(dtype):
+            print("pivad: warning: --precision bf16: this CPU's oneDNN has no bfloat16 convolution (it needs "
+                  "AVX-512 BW/VL/DQ or AVX-NE-CONVERT), so I3D runs PyTorch's slow reference path; fp32 is "
+                  "faster here", file=sys.stderr)
     if weights and weights.startswith("random:"):
         try:
             seed = int(weights.split(":", 1)[1])

@@ -57,7 +57,7 @@ def _traced() -> bool:
 
 
 @functools.cache
-def _onednn_supports(dtype: torch.dtype) -> bool:
+def onednn_supports(dtype: torch.dtype) -> bool:
     """oneDNN's fused convolution runs in ``dtype`` on this CPU: its bfloat16 path needs AVX-512 (BW, VL,
     DQ) or AVX-NE-CONVERT and raises elsewhere (AVX2 machines), where plain ``conv3d`` still runs bf16."""
     if dtype == torch.float32:
@@ -74,7 +74,7 @@ def _onednn_supports(dtype: torch.dtype) -> bool:
 def _onednn_ready(x: torch.Tensor) -> bool:
     """The fused oneDNN call applies: CPU, no autograd, not traced, a dtype this CPU's oneDNN runs."""
     return (_CONV_RELU is not None and x.device.type == "cpu" and torch.backends.mkldnn.is_available()
-            and not torch.is_grad_enabled() and not _traced() and _onednn_supports(x.dtype))  # fmt: skip
+            and not torch.is_grad_enabled() and not _traced() and onednn_supports(x.dtype))  # fmt: skip
 
 
 def _version(t: torch.Tensor) -> int:
