@@ -47,7 +47,7 @@ def test_train_errors_are_one_line(config_file, capsys):
     assert main(["train", "-c", str(path), "--train.lr", "fast"]) == 2
     assert "config key 'train.lr': expected a number" in capsys.readouterr().err
     assert main(["train", "-c", str(path), "--train.model", "mil", "--no-progress"]) == 2
-    assert "config key 'train.model': expected one of urdmu, pivad, got 'mil'" in capsys.readouterr().err
+    assert "config key 'train.model': expected one of urdmu, pel4vad, rtfm, pivad, got 'mil'" in capsys.readouterr().err
     assert not (results / "mil").exists()  # refused before a run folder was made
     assert main(["train", "--resume", str(results / "nowhere")]) == 2
     assert "no such run directory" in capsys.readouterr().err
