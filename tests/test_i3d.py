@@ -143,8 +143,11 @@ def test_parity_with_deepmind_kinetics_i3d(shared_dir):
     with torch.no_grad():
         reference = model.use_fused(False)(clips).numpy()
         model.use_fused(True)
-        bf16 = model.to(torch.bfloat16)(clips.bfloat16()).float().numpy()
     assert np.abs(feats - reference).max() <= 1e-4
+    if not onednn_supports(torch.bfloat16):  # PyTorch's reference bf16 kernel takes many minutes on 4 clips
+        return  # bf16 is still checked on small clips (test_detect, test_extract_rgb)
+    with torch.no_grad():
+        bf16 = model.to(torch.bfloat16)(clips.bfloat16()).float().numpy()
     cosine_bf16 = (bf16 * feats).sum(1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(feats, axis=1)
     assert cosine_bf16.min() >= 0.999  # bfloat16 weights and activations against float32, real clips
 
