@@ -204,8 +204,8 @@ def test_build_model():
     cfg.data.modalities = MODS
     assert type(build_model("urdmu", cfg)) is URDMU
     assert type(build_model("pivad", cfg)) is PIVAD
-    with pytest.raises(ValueError, match="unknown model kind"):
-        build_model("rtfm", cfg)
+    with pytest.raises(ValueError, match="unknown model kind 'mil'"):  # rtfm is a backbone now
+        build_model("mil", cfg)
 
 
 # the extraction backbones' default widths: ViTPose-B 768 + 17 x (x, y, conf), Depth Anything V2 Small,
