@@ -84,3 +84,14 @@ def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], so
 
 def _short(keys: list[str], n: int = 4) -> str:
     return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def flatten_crops(x: torch.Tensor, name: str) -> tuple[torch.Tensor, int, int]:
+    """``[b, n, T, D]`` (crops of a video) or ``[B, T, D]`` (one crop) -> ``([b*n, T, D], b, n)``; another rank
+    is a ValueError naming the model ``name``."""
+    if x.dim() == 4:
+        b, n, T, D = x.shape
+        return x.reshape(b * n, T, D), b, n
+    if x.dim() == 3:
+        return x, x.shape[0], 1
+    raise ValueError(f"{name} expects [b,n,T,D] or [B,T,D] features, got shape {list(x.shape)}")

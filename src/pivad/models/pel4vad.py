@@ -38,7 +38,7 @@ from torch import nn
 
 from pivad.config import PEL4VADConfig, URDMUConfig
 from pivad.errors import CheckpointError
-from pivad.models.backbone import Hook, apply_hook
+from pivad.models.backbone import Hook, apply_hook, flatten_crops
 
 SMOOTHING = ("none", "fixed", "slide")
 
@@ -215,13 +215,7 @@ class PEL4VAD(nn.Module):
             feats = self._features(x, hooks)
             return PEL4VADOutput(self._scores(feats["head"]), feats["embed"], self.logit_scale, lengths,
                                  self.prompts)
-        if x.dim() == 4:
-            b, n, T, D = x.shape
-            x = x.reshape(b * n, T, D)
-        elif x.dim() == 3:
-            b, n = x.shape[0], 1
-        else:
-            raise ValueError(f"PEL4VAD expects [b,n,T,D] or [B,T,D] features, got shape {list(x.shape)}")
+        x, b, n = flatten_crops(x, "PEL4VAD")
         in_dtype = x.dtype
         scores = self._scores(self._features(x.to(self.norm.weight.dtype), hooks)["head"])  # (B, T)
         mean = scores.view(b, n, -1).mean(1)  # (b, T) crop mean

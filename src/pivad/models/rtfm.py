@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from pivad.config import RTFMConfig
 from pivad.errors import CheckpointError
-from pivad.models.backbone import load_state_dict_checked
+from pivad.models.backbone import flatten_crops, load_state_dict_checked
 
 Hook = Callable[[torch.Tensor], torch.Tensor]
 Hooks = Mapping[str, Hook]
@@ -163,13 +163,7 @@ class RTFM(nn.Module):
 
     def _flatten(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         """``[b, n, T, F]`` or ``[B, T, F]`` -> ``([b*n, T, F], b, n)``."""
-        if x.dim() == 4:
-            b, n, T, D = x.shape
-            x = x.reshape(b * n, T, D)
-        elif x.dim() == 3:
-            b, n = x.shape[0], 1
-        else:
-            raise ValueError(f"RTFM expects [b,n,T,F] or [B,T,F] features, got shape {list(x.shape)}")
+        x, b, n = flatten_crops(x, "RTFM")
         if x.shape[-1] != self.cfg.feature_dim:
             raise ValueError(f"RTFM expects {self.cfg.feature_dim}-d features, got {x.shape[-1]}")
         return x, b, n

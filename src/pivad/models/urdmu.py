@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from pivad.config import URDMUConfig
 from pivad.errors import CheckpointError
-from pivad.models.backbone import Hook, load_state_dict_checked
+from pivad.models.backbone import Hook, flatten_crops, load_state_dict_checked
 from pivad.models.checkpointing import run_block
 from pivad.models.distance_kernel import apply_distance_kernel
 
@@ -332,13 +332,7 @@ class URDMU(nn.Module):
         return self._forward_eval(x, early, late)
 
     def _forward_eval(self, x: torch.Tensor, early: Hook | None, late: Hook | None) -> torch.Tensor:
-        if x.dim() == 4:
-            b, n, T, D = x.shape
-            x = x.reshape(b * n, T, D)
-        elif x.dim() == 3:
-            b, n = x.shape[0], 1
-        else:
-            raise ValueError(f"URDMU expects [b,n,T,D] or [B,T,D] features, got shape {list(x.shape)}")
+        x, b, n = flatten_crops(x, "URDMU")
         in_dtype = x.dtype
         _, h = self._trunk(x.to(self.embed.weight.dtype), early, drop=False)
         if late is None:
