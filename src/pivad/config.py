@@ -312,6 +312,8 @@ class LossConfig:
     use_pmg: bool = True  # L_PMG on (paper Table 3 ablations)
     use_align: bool = True  # L_align on
     use_distill: bool = True  # L_distill on
+    distill_at: str = "all"  # where L_distill pulls: all (every PI) | a placement (early, late) or hook points joined by + (a subset of inductor.position's)
+    distill_gate: str = setting("none", OneOf("none", "mil"))  # none (the paper) | mil: in step 2, a video's L_distill counts only while the student's video-level MIL loss on it (BCE of the top-k mean score) is above the frozen teacher's
 
 
 @dataclass
@@ -491,6 +493,12 @@ def _check_together(cfg: Config) -> None:
     if unknown or len(set(points)) != len(points):
         raise _KeyProblem("inductor.position", f"{ind.position!r} is not a placement or hook point of {backbone} "
                           f"(known: {', '.join(dict.fromkeys(['early', 'late', 'both', 'none', *widths]))})")
+    distill = cfg.loss.distill_at
+    if distill != "all":
+        chosen = PLACEMENTS[backbone].get(distill) or tuple(distill.split("+"))
+        if not chosen or any(p not in points for p in chosen) or len(set(chosen)) != len(chosen):
+            raise _KeyProblem("loss.distill_at", f"{distill!r} is not 'all' or a placement or hook points of "
+                              f"{backbone} among inductor.position's ({'+'.join(points)})")
     for p in points:
         if widths[p] % ind.cmi_heads:
             raise _KeyProblem("inductor.cmi_heads", f"the width {widths[p]} of {backbone}'s hook point {p!r} is not "

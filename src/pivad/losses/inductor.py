@@ -153,18 +153,44 @@ def align_loss(
     return total
 
 
-def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean over batch, snippets and dims of (F_M* − F_teach)² (eq. 4), in float32; the teacher is a constant."""
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over batch, snippets and dims of (F_M* − F_teach)² (eq. 4), in float32; the teacher is a constant.
+    ``weights`` ``[B]`` (0/1 from :func:`distill_gate`) scale each video's mean before the batch mean."""
     if student.shape != teacher.shape:
         raise ValueError(
             f"distill_loss: student feature {list(student.shape)} and teacher feature {list(teacher.shape)} differ"
         )
-    return F.mse_loss(student.float(), teacher.detach().float())
+    if weights is None:
+        return F.mse_loss(student.float(), teacher.detach().float())
+    err = (student.float() - teacher.detach().float()).pow(2).flatten(1).mean(1)  # (B,)
+    return (err * weights.detach().float()).mean()
 
 
-def inductor_terms(out, loss_cfg: LossConfig) -> dict[str, torch.Tensor]:
+def distill_gate(student_scores: torch.Tensor, teacher_scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``[B]`` 1.0 where the student's video-level MIL loss (BCE of the top-k mean snippet score, k = T//16+1,
+    UR-DMU's) is above the teacher's, 0.0 where the student already beats the teacher on that video
+    (``loss.distill_gate: mil``); no gradient."""
+    from pivad.models.urdmu import time_topk, topk_mean
+
+    if student_scores.shape != teacher_scores.shape:
+        raise ValueError(f"distill_gate: student scores {list(student_scores.shape)} and teacher scores "
+                         f"{list(teacher_scores.shape)} differ")
+    k = time_topk(student_scores.shape[1])
+    y = labels.float()
+    eps = 1e-6
+    with torch.no_grad():
+        s = topk_mean(student_scores.float(), k).clamp(eps, 1 - eps)  # (B,)
+        t = topk_mean(teacher_scores.float(), k).clamp(eps, 1 - eps)
+        bce_s = F.binary_cross_entropy(s, y, reduction="none")
+        bce_t = F.binary_cross_entropy(t, y, reduction="none")
+        return (bce_s > bce_t).float()
+
+
+def inductor_terms(out, loss_cfg: LossConfig, distill_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """L_PMG, L_align and L_distill of a :class:`pivad.models.pivad.PIVADOutput`, summed over PIs and
-    modalities (``pmg``, ``align``, ``distill``), and per hook point (``"<point>/<loss>"``), in float32."""
+    modalities (``pmg``, ``align``, ``distill``), and per hook point (``"<point>/<loss>"``), in float32.
+    L_distill is taken at ``out.distill_points`` (every PI when None), each video weighted by
+    ``distill_weights`` ``[B]`` when given."""
     cfg = out.settings
     ckpt = out.checkpoint  # recompute the loss terms in backward: keep only their inputs
     repeats = repeated_snippets(out.rgb) if cfg.align_mask_repeats and loss_cfg.use_align else None
@@ -178,10 +204,11 @@ def inductor_terms(out, loss_cfg: LossConfig) -> dict[str, torch.Tensor]:
             anchor = tr.feature.detach() if cfg.align_detach else tr.feature
             aux[f"{point}/align"] = align_loss(anchor, tr.aligned, tau=cfg.tau, form=cfg.infonce_form,
                                                exclude=repeats, checkpoint=ckpt)
-        if loss_cfg.use_distill:
+        points = getattr(out, "distill_points", None)
+        if loss_cfg.use_distill and (points is None or point in points):
             if tr.teacher is None:
                 raise ValueError("inductor_terms: L_distill needs the teacher's features (loss.use_distill)")
-            aux[f"{point}/distill"] = run_block(distill_loss, tr.out, tr.teacher, enabled=ckpt)
+            aux[f"{point}/distill"] = run_block(distill_loss, tr.out, tr.teacher, distill_weights, enabled=ckpt)
     for name in ("pmg", "align", "distill"):
         terms = [v for k, v in aux.items() if k.endswith(f"/{name}")]
         if terms:
@@ -206,7 +233,13 @@ def pivad_loss(out, labels: torch.Tensor, loss_cfg: LossConfig, phase: str, cfg=
     """
     if phase not in PHASES:
         raise ValueError(f"pivad_loss: phase must be one of {PHASES}, got {phase!r}")
-    aux = inductor_terms(out, loss_cfg) if hasattr(out, "traces") else out.aux
+    gate = None
+    if phase == "second" and loss_cfg.use_distill and getattr(loss_cfg, "distill_gate", "none") == "mil" \
+            and hasattr(out, "traces"):
+        if out.teacher_scores is None or out.student is None:
+            raise ValueError("pivad_loss: loss.distill_gate 'mil' needs the student's and the teacher's scores")
+        gate = distill_gate(out.student.scores, out.teacher_scores, labels)  # (B,)
+    aux = inductor_terms(out, loss_cfg, gate) if hasattr(out, "traces") else out.aux
     weights = {
         "pmg": 1.0,
         "align": 1.0 if phase == "first" else loss_cfg.lambda_align,
@@ -236,6 +269,8 @@ def pivad_loss(out, labels: torch.Tensor, loss_cfg: LossConfig, phase: str, cfg=
         total = mil if total is None else total + mil
     if total is None:
         raise ValueError("pivad_loss: every term of L_first is switched off (loss.use_pmg/use_align/use_distill)")
+    if gate is not None:
+        parts["distill_gate"] = float(gate.mean())  # share of videos still pulled towards the teacher
     for key, value in aux.items():
         if "/" in key:  # per-position / per-modality details, logged only
             parts[key] = float(value.detach())

@@ -48,6 +48,8 @@ class PIVADOutput:
     rgb: torch.Tensor | None = None  # the RGB input (B, T, D_rgb), for the repeated-snippet mask of L_align
     settings: Any = None  # the InductorConfig the losses take tau, form and detach switches from
     checkpoint: bool = False  # recompute the loss terms in backward (train.activation_checkpointing)
+    distill_points: tuple[str, ...] | None = None  # hook points L_distill pulls at (loss.distill_at); None: every PI's
+    teacher_scores: torch.Tensor | None = None  # (B, T) the frozen teacher's snippet scores (loss.distill_gate "mil", step 2)
 
 
 def _expand_batch(mods: dict[str, torch.Tensor] | None, batch: int) -> dict[str, torch.Tensor] | None:
@@ -74,6 +76,18 @@ def _check_modalities(mods: dict[str, torch.Tensor] | None, widths: dict[str, in
         m = mods[name]
         if m.dim() != 3 or m.shape[1] != t or m.shape[2] != d:
             raise ValueError(f"modality '{name}': expected [B,{t},{d}], got {list(m.shape)}")
+
+
+def distill_points(backbone, distill_at: str, inductor_points: tuple[str, ...]) -> tuple[str, ...]:
+    """The hook points L_distill pulls at: ``all`` (every PI's), a placement or hook points joined by ``+``,
+    each one a PI's (``loss.distill_at``)."""
+    if distill_at == "all":
+        return inductor_points
+    points = resolve_points(backbone, distill_at)
+    stray = [p for p in points if p not in inductor_points]
+    if stray:
+        raise ValueError(f"loss.distill_at: {', '.join(stray)} has no PI (inductor.position: {'+'.join(inductor_points)})")
+    return points
 
 
 def build_inductors(backbone, inductor_cfg, widths: dict[str, int]) -> nn.ModuleDict:
@@ -200,6 +214,7 @@ class PIVAD(nn.Module):
         build = backbone if backbone is not None else (lambda: URDMU(model_cfg))
         self.student = build()
         self.inductors = build_inductors(self.student, inductor_cfg, self.widths)
+        self.distill_points = distill_points(self.student, getattr(loss_cfg, "distill_at", "all"), tuple(self.inductors))
         # The teacher slot always exists so that checkpoints of the full model load without special cases.
         self.teacher = build()
         self.teacher.requires_grad_(False)
@@ -254,12 +269,14 @@ class PIVAD(nn.Module):
                 if modalities[name].shape[0] != x.shape[0]:
                     got = modalities[name].shape[0]
                     raise ValueError(f"modality '{name}': batch {got}, features batch {x.shape[0]}")
-        teach = None
+        teach, teacher_scores = None, None
         if self.loss_cfg.use_distill:
             if not bool(self.has_teacher):
                 raise RuntimeError("π-VAD needs a teacher for L_distill: call set_teacher(backbone) first")
             with torch.no_grad():
-                teach = self.teacher.hook_features(x, list(self.inductors))  # point -> (B, T, D)
+                teach = self.teacher.hook_features(x, list(self.distill_points))  # point -> (B, T, D)
+                if phase == "second" and getattr(self.loss_cfg, "distill_gate", "none") == "mil":
+                    teacher_scores = self.teacher(x)  # (B, T): eval mode, each row a one-crop video
 
         traces: dict[str, PITrace] = {}
         hooks = {point: self._train_hook(point, pi, modalities, teach, traces, x) for point, pi in self.inductors.items()}
@@ -271,7 +288,8 @@ class PIVAD(nn.Module):
         else:
             student = self.student(x, hooks=hooks)
         return PIVADOutput(student=student, traces=traces, rgb=x, settings=self.inductor_cfg,
-                           checkpoint=self.checkpoint_blocks)
+                           checkpoint=self.checkpoint_blocks, distill_points=self.distill_points,
+                           teacher_scores=teacher_scores)
 
     def set_modality_stats(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Training-set mean and std ``[d_j]`` of each modality, for ``inductor.pmg_standardize``."""
@@ -283,7 +301,7 @@ class PIVAD(nn.Module):
             res = pi(f, mods, x)  # F* (B, T, D) -> F_M* (B, T, D)
             target = pi.normalise(mods) if mods is not None and pi.pmg is not None else None
             traces[point] = PITrace(f, res.out, res.pseudo, target, res.aligned,
-                                    None if teach is None else teach[point])
+                                    None if teach is None else teach.get(point))
             return res.out
 
         return hook
