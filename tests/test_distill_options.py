@@ -71,9 +71,13 @@ def test_gated_step_two_uses_the_teachers_scores_and_logs_the_share():
     out = model.train()(x, modalities=mods, phase="second")
     with torch.no_grad():
         want_teacher = model.teacher(x)
+        want_student = model.eval().student_only()(x)  # eval mode on both sides
+    model.train()
     assert torch.equal(out.teacher_scores, want_teacher)
+    assert torch.allclose(out.student_scores, want_student, atol=1e-6)
+    assert model.student.training and all(m.training for m in model.inductors.modules())
     loss, parts = pivad_loss(out, labels, model.loss_cfg, "second")
-    gate = distill_gate(out.student.scores, out.teacher_scores, labels)
+    gate = distill_gate(out.student_scores, out.teacher_scores, labels)
     assert parts["distill_gate"] == pytest.approx(float(gate.mean()))
     ungated = inductor_terms(out, model.loss_cfg)["distill"]
     gated = inductor_terms(out, model.loss_cfg, gate)["distill"]

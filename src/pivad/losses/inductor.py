@@ -236,9 +236,9 @@ def pivad_loss(out, labels: torch.Tensor, loss_cfg: LossConfig, phase: str, cfg=
     gate = None
     if phase == "second" and loss_cfg.use_distill and getattr(loss_cfg, "distill_gate", "none") == "mil" \
             and hasattr(out, "traces"):
-        if out.teacher_scores is None or out.student is None:
+        if out.teacher_scores is None or out.student_scores is None:
             raise ValueError("pivad_loss: loss.distill_gate 'mil' needs the student's and the teacher's scores")
-        gate = distill_gate(out.student.scores, out.teacher_scores, labels)  # (B,)
+        gate = distill_gate(out.student_scores, out.teacher_scores, labels)  # (B,)
     aux = inductor_terms(out, loss_cfg, gate) if hasattr(out, "traces") else out.aux
     weights = {
         "pmg": 1.0,

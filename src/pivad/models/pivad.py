@@ -50,6 +50,7 @@ class PIVADOutput:
     checkpoint: bool = False  # recompute the loss terms in backward (train.activation_checkpointing)
     distill_points: tuple[str, ...] | None = None  # hook points L_distill pulls at (loss.distill_at); None: every PI's
     teacher_scores: torch.Tensor | None = None  # (B, T) the frozen teacher's snippet scores (loss.distill_gate "mil", step 2)
+    student_scores: torch.Tensor | None = None  # (B, T) the student's, eval mode like the teacher's, no grad (same gate)
 
 
 def _expand_batch(mods: dict[str, torch.Tensor] | None, batch: int) -> dict[str, torch.Tensor] | None:
@@ -269,7 +270,7 @@ class PIVAD(nn.Module):
                 if modalities[name].shape[0] != x.shape[0]:
                     got = modalities[name].shape[0]
                     raise ValueError(f"modality '{name}': batch {got}, features batch {x.shape[0]}")
-        teach, teacher_scores = None, None
+        teach, teacher_scores, student_scores = None, None, None
         if self.loss_cfg.use_distill:
             if not bool(self.has_teacher):
                 raise RuntimeError("π-VAD needs a teacher for L_distill: call set_teacher(backbone) first")
@@ -277,6 +278,7 @@ class PIVAD(nn.Module):
                 teach = self.teacher.hook_features(x, list(self.distill_points))  # point -> (B, T, D)
                 if phase == "second" and getattr(self.loss_cfg, "distill_gate", "none") == "mil":
                     teacher_scores = self.teacher(x)  # (B, T): eval mode, each row a one-crop video
+                    student_scores = self._clean_scores(x, modalities)  # (B, T): the same footing
 
         traces: dict[str, PITrace] = {}
         hooks = {point: self._train_hook(point, pi, modalities, teach, traces, x) for point, pi in self.inductors.items()}
@@ -289,7 +291,19 @@ class PIVAD(nn.Module):
             student = self.student(x, hooks=hooks)
         return PIVADOutput(student=student, traces=traces, rgb=x, settings=self.inductor_cfg,
                            checkpoint=self.checkpoint_blocks, distill_points=self.distill_points,
-                           teacher_scores=teacher_scores)
+                           teacher_scores=teacher_scores, student_scores=student_scores)
+
+    def _clean_scores(self, x: torch.Tensor, modalities) -> torch.Tensor:
+        """The student's eval-mode scores ``[B,T]`` (no dropout or sampling, like the teacher's), then back
+        to train mode; eval mode draws no random numbers, so training's random stream is unchanged."""
+        mods = modalities if self.source == "real" else None
+        self.student.eval()
+        self.inductors.eval()
+        try:
+            return _eval_scores(self.student, self.inductors, x, mods)
+        finally:
+            self.student.train()
+            self.inductors.train()
 
     def set_modality_stats(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Training-set mean and std ``[d_j]`` of each modality, for ``inductor.pmg_standardize``."""
