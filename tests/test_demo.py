@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import yaml
 
 from pivad.cli import main
@@ -60,3 +62,42 @@ def test_demo_tiny_on_pel4vad(tmp_path, capsys):
     out = capsys.readouterr().out
     for row in ("PEL4VAD (teacher, val-selected)", "π-VAD (val-selected)"):
         assert f"| {row} |" in out
+
+
+@pytest.mark.parametrize("backbone", ["pel4vad", "rtfm"])
+def test_demo_backbone_overlay_sets_demo_sizes_and_overrides_still_win(tmp_path, backbone, capsys):
+    """No -c: --model.backbone X lays configs/demo_X.yaml over demo.yaml, then the user's overrides."""
+    from pivad.commands.demo import REPO_CONFIG, backbone_overlay, demo_config
+    from pivad.config import read_yaml
+    from pivad.data.synth import write_synthetic_dataset
+
+    data = write_synthetic_dataset(tmp_path / "d", seed=0, preset="tiny")
+    overlay = read_yaml(REPO_CONFIG.with_name(f"demo_{backbone}.yaml"))
+    cfg = demo_config(None, ["--model.backbone", backbone, "--train.steps", "7"], data, tmp_path)
+    assert cfg.model.backbone == backbone and cfg.train.steps == 7
+    assert cfg.train.teacher_steps == overlay["train"]["teacher_steps"]
+    for key, value in overlay[backbone].items():
+        assert getattr(getattr(cfg, backbone), key) == value
+    assert backbone_overlay(None, ["--model.backbone", "urdmu"]) is None
+    assert backbone_overlay(str(REPO_CONFIG), ["--model.backbone", backbone]) is None  # -c: the file as given
+    plain = demo_config(str(REPO_CONFIG), ["--model.backbone", backbone], data, tmp_path)
+    assert plain.train.teacher_steps == read_yaml(REPO_CONFIG)["train"]["teacher_steps"]
+
+
+def test_study_fingerprint_follows_the_backbone_overlay(tmp_path, monkeypatch):
+    """A study of another backbone on the demo config is keyed by the overlay's content too."""
+    import shutil
+
+    import pivad.commands.demo as demo
+    from pivad.engine.study import StudySpec, fingerprint
+
+    def fp():
+        return fingerprint(StudySpec(tmp_path, None, ["--model.backbone", "pel4vad"], "demo", [0], [1], []))
+
+    configs = tmp_path / "configs"
+    shutil.copytree(demo.REPO_CONFIG.parent, configs)
+    monkeypatch.setattr(demo, "REPO_CONFIG", configs / "demo.yaml")
+    before = fp()
+    overlay = configs / "demo_pel4vad.yaml"
+    overlay.write_text(overlay.read_text().replace("steps: 100", "steps: 101"))
+    assert fp() != before

@@ -28,7 +28,7 @@ def test_wheel_ships_the_configs_and_demo_finds_them(tmp_path):
     wheel = next((tmp_path / "wheel").glob("pivad-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for name in ("demo.yaml", "ucf_crime.yaml", "xd_violence.yaml", "msad.yaml", "pel4vad_ucf.yaml", "pel4vad_xd.yaml",
-                 "rtfm_ucf.yaml", "rtfm_xd.yaml"):
+                 "rtfm_ucf.yaml", "rtfm_xd.yaml", "demo_pel4vad.yaml", "demo_rtfm.yaml"):
         assert f"pivad/configs/{name}" in names
     for name in ("ucf-prompt.npy", "xd-prompt.npy", "sh-prompt.npy", "LICENSE", "ORIGIN.md"):
         assert f"pivad/prompts/{name}" in names  # PEL4VAD's class prompts with their MIT licence

@@ -31,15 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def demo_config(config: str | None, overrides: list[str], data_dir: Path, out: Path):
-    """The demo Config: the YAML file, its data paths pointed at the generated dataset, then overrides."""
-    from pivad.config import load_config, merge_dict, overrides_to_dict, read_yaml, from_dict
+    """The demo Config: the YAML file (and a backbone overlay, :func:`demo_values`), its data paths pointed at
+    the generated dataset, then overrides."""
+    from pivad.config import from_dict, load_config, merge_dict, overrides_to_dict
     from pivad.errors import ConfigError
 
     path = Path(config) if config else REPO_CONFIG
     if not path.is_file():
         raise ConfigError(f"{path}: demo config not found (pass -c configs/demo.yaml)")
-    values = read_yaml(path)
     load_config(path)  # validate the file on its own so errors name it
+    values = demo_values(config, overrides)
     meta = json.loads((data_dir / "meta.json").read_text())
     data = {
         "name": "demo",
@@ -58,6 +59,31 @@ def demo_config(config: str | None, overrides: list[str], data_dir: Path, out: P
     values = merge_dict(values, {"data": data, "train": {"out_dir": str(out / "results")}})
     values = merge_dict(values, overrides_to_dict(overrides))
     return _fit_batches(from_dict(values), meta)
+
+
+def backbone_overlay(config: str | None, overrides: list[str]) -> Path | None:
+    """``configs/demo_<backbone>.yaml`` when the packaged demo config (no ``-c``) runs another backbone
+    (``--model.backbone pel4vad``): that backbone's demo-sized settings, laid over demo.yaml."""
+    from pivad.config import overrides_to_dict, read_yaml
+
+    if config:
+        return None
+    backbone = (overrides_to_dict(overrides).get("model") or {}).get("backbone") or \
+        (read_yaml(REPO_CONFIG).get("model") or {}).get("backbone") or "urdmu"
+    path = REPO_CONFIG.with_name(f"demo_{backbone}.yaml")
+    return path if isinstance(backbone, str) and backbone != "urdmu" and path.is_file() else None
+
+
+def demo_values(config: str | None, overrides: list[str]) -> dict:
+    """The demo's config values before its data paths are set: the YAML file (default: configs/demo.yaml),
+    the backbone's overlay (:func:`backbone_overlay`) over it, without the overrides."""
+    from pivad.config import merge_dict, read_yaml
+
+    values = read_yaml(Path(config) if config else REPO_CONFIG)
+    overlay = backbone_overlay(config, overrides)
+    if overlay is not None:
+        values = merge_dict(values, read_yaml(overlay))
+    return values
 
 
 def _fit_batches(cfg, meta: dict):
@@ -96,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"[1/3] synthetic dataset ({args.preset}, family {family}): {data_dir}", file=sys.stderr)
     write_synthetic_dataset(data_dir, seed=args.data_seed, preset=args.preset, family=family)
     cfg = demo_config(args.config, args.overrides, data_dir, out)
+    overlay = backbone_overlay(args.config, args.overrides)
+    if overlay is not None:
+        print(f"      config: {REPO_CONFIG.name} with {overlay.name} over it ({cfg.model.backbone}'s demo sizes)",
+              file=sys.stderr)
     check_run_inputs(cfg)
     run_dir = new_run_dir(cfg.train.out_dir, cfg.train.model, cfg.data.name, link=False)
     print(f"[2/3] training the {cfg.model.backbone} teacher and π-VAD: {run_dir}", file=sys.stderr)

@@ -136,17 +136,13 @@ def parse_variant(spec: str) -> Variant:
 # ------------------------------------------------------------------------------------------- configs
 
 
-def _demo_config_path() -> Path:
-    from pivad.commands.demo import REPO_CONFIG
-
-    return REPO_CONFIG
-
-
 def config_values(spec: StudySpec) -> dict:
     """The study's config as given (file, then the study-wide overrides), before any data path is set."""
+    from pivad.commands.demo import demo_values
     from pivad.config import merge_dict, overrides_to_dict, read_yaml
 
-    return merge_dict(read_yaml(spec.config or _demo_config_path()), overrides_to_dict(spec.overrides))
+    base = demo_values(None, spec.overrides) if spec.config is None else read_yaml(spec.config)
+    return merge_dict(base, overrides_to_dict(spec.overrides))
 
 
 def fingerprint(spec: StudySpec) -> str:
