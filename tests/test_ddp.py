@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -19,7 +20,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, data_dir: str, out: str) -> None:
+# tiny sections of each backbone (tests/test_pel4vad_cli.py, tests/test_rtfm_cli.py)
+BACKBONES = {
+    "urdmu": {},
+    "pel4vad": {"model": {"backbone": "pel4vad"}, "pel4vad": {"hidden_dim": 8, "out_dim": 8, "window": 3,
+                                                               "causal_steps": 3, "smooth": "fixed", "kappa": 2}},
+    "rtfm": {"model": {"backbone": "rtfm"}, "rtfm": {"branch_dim": 8, "fc1_dim": 16, "fc2_dim": 8}},
+}
+
+
+def _worker(rank: int, world: int, port: int, data_dir: str, out: str, backbone: str = "urdmu") -> None:
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
@@ -30,16 +40,17 @@ def _worker(rank: int, world: int, port: int, data_dir: str, out: str) -> None:
     from pivad.engine.ddp import init_distributed, shutdown
     from pivad.engine.trainer import train
 
-    cfg = tiny_config(Path(data_dir), train={"teacher_steps": 3, "warmup_steps": 1, "steps": 2, "eval_every": 2,
-                                             "device": "cpu"})
+    cfg = tiny_config(Path(data_dir), **BACKBONES[backbone],
+                      train={"teacher_steps": 3, "warmup_steps": 1, "steps": 2, "eval_every": 2, "device": "cpu"})
     result = train(cfg, Path(out) / "run", progress=False)
     torch.save(result.model.state_dict(), Path(out) / f"rank{rank}.pt")
     shutdown(init_distributed("cpu"))
 
 
-def test_two_gloo_ranks_keep_identical_weights(tmp_path):
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_two_gloo_ranks_keep_identical_weights(tmp_path, backbone):
     data_dir = write_synthetic_dataset(tmp_path / "tiny", preset="tiny")
-    mp.spawn(_worker, args=(2, _free_port(), str(data_dir), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), str(data_dir), str(tmp_path), backbone), nprocs=2, join=True)
     a = torch.load(tmp_path / "rank0.pt")
     b = torch.load(tmp_path / "rank1.pt")
     assert a.keys() == b.keys()

@@ -8,7 +8,9 @@ every rank builds the same seeded balanced loader, draws the same global batch o
 ``batch_normal + batch_abnormal`` crops and keeps its own slice ``[rank::world]`` of each half (the
 ``DistributedSampler`` rule), so the global batch and the loader state are the same as in one process
 and a checkpoint's loader state serves every rank. After ``backward`` the gradients are averaged over
-ranks in one flat all-reduce, so all ranks apply the same update and their weights stay identical.
+ranks in one flat all-reduce, so all ranks apply the same update and their weights stay identical;
+BatchNorm layers (RTFM) normalise each rank's shard and their running statistics are averaged over
+ranks after each step, so the buffers stay identical too.
 Only rank 0 evaluates and writes files. CUDA uses NCCL, CPU uses gloo.
 """
 
@@ -92,6 +94,25 @@ def average_gradients(params: list[torch.nn.Parameter], info: DistInfo) -> None:
         n = g.numel()
         g.copy_(flat[offset:offset + n].view_as(g))
         offset += n
+
+
+def average_batchnorm_stats(module: torch.nn.Module, info: DistInfo) -> None:
+    """Average the running mean and variance of every BatchNorm layer in train mode over ranks (one flat
+    all-reduce). Each rank normalises its own shard of the batch (this is not SyncBatchNorm), so without
+    this their running statistics, and so their eval-mode models, would drift apart (RTFM's MTN)."""
+    if not info.enabled:
+        return
+    stats = [t for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
+             and m.track_running_stats for t in (m.running_mean, m.running_var) if t is not None]
+    if not stats:
+        return
+    flat = torch.cat([t.reshape(-1) for t in stats])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= info.world_size
+    offset = 0
+    for t in stats:
+        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
 
 
 def broadcast_parameters(module: torch.nn.Module, info: DistInfo) -> None:

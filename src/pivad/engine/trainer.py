@@ -449,6 +449,7 @@ class Trainer:
                 raise FloatingPointError(f"step {step}: {e}") from None
             ddp.average_gradients(params, self.info)
             opt.step()
+            ddp.average_batchnorm_stats(model, self.info)
             self.global_step += 1
 
             values = {"loss": float(loss)}
