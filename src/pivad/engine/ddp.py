@@ -83,17 +83,7 @@ def average_gradients(params: list[torch.nn.Parameter], info: DistInfo) -> None:
     every rank runs the same code path, so all ranks skip the same ones)."""
     if not info.enabled:
         return
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= info.world_size
-    offset = 0
-    for g in grads:
-        n = g.numel()
-        g.copy_(flat[offset:offset + n].view_as(g))
-        offset += n
+    _average_in_place([p.grad for p in params if p.grad is not None], info)
 
 
 def average_batchnorm_stats(module: torch.nn.Module, info: DistInfo) -> None:
@@ -104,13 +94,18 @@ def average_batchnorm_stats(module: torch.nn.Module, info: DistInfo) -> None:
         return
     stats = [t for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
              and m.track_running_stats for t in (m.running_mean, m.running_var) if t is not None]
-    if not stats:
+    _average_in_place(stats, info)
+
+
+def _average_in_place(tensors: list[torch.Tensor], info: DistInfo) -> None:
+    """Replace each tensor by its mean over ranks, with one flat all-reduce (same list on every rank)."""
+    if not tensors:
         return
-    flat = torch.cat([t.reshape(-1) for t in stats])
+    flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat /= info.world_size
     offset = 0
-    for t in stats:
+    for t in tensors:
         t.copy_(flat[offset:offset + t.numel()].view_as(t))
         offset += t.numel()
 
