@@ -68,3 +68,36 @@ def test_pel4vad_bf16_and_micro_batches_train(tiny_dataset, tmp_path):
     for name in ("teacher.pt", "last.pt"):
         weights = load_checkpoint(tmp_path / "r" / name)["model"]
         assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()), name
+
+
+def _rtfm_sections() -> dict:
+    from test_rtfm_cli import RTFM
+
+    return RTFM
+
+
+@pytest.mark.parametrize("backbone", ["pel4vad", "rtfm"])
+def test_activation_checkpointing_ends_at_the_same_weights(tiny_dataset, tmp_path, backbone):
+    """Teacher, step 1 and step 2 with and without train.activation_checkpointing (the PIs' blocks and
+    the inductor losses are recomputed in backward; dropout draws the same masks)."""
+    sections = PEL if backbone == "pel4vad" else _rtfm_sections()
+    runs = {}
+    for flag in (False, True):
+        cfg = tiny_config(tiny_dataset, **{**sections, "train": {**sections["train"], "activation_checkpointing": flag}})
+        train(cfg, tmp_path / str(flag), progress=False)
+        runs[flag] = load_checkpoint(tmp_path / str(flag) / "last.pt")["model"]
+    assert runs[False].keys() == runs[True].keys()
+    for k in runs[False]:
+        torch.testing.assert_close(runs[True][k], runs[False][k], rtol=1e-5, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("backbone", ["pel4vad", "rtfm"])
+def test_evaluate_writes_the_html_page(tiny_dataset, tmp_path, backbone):
+    from pivad.cli import main
+
+    sections = PEL if backbone == "pel4vad" else _rtfm_sections()
+    train(tiny_config(tiny_dataset, **sections), tmp_path / "run", progress=False)
+    assert main(["evaluate", "--run", str(tmp_path / "run"), "--no-progress", "--html",
+                 "--out", str(tmp_path / "e")]) == 0
+    page = next((tmp_path / "e").glob("*.html")).read_text()
+    assert "π-VAD" in page and ("PEL4VAD" if backbone == "pel4vad" else "RTFM") in page
