@@ -328,3 +328,17 @@ def test_help_lists_the_verb(capsys):
             main(argv)
         assert exit_.value.code == 0
     assert "--report-only" in capsys.readouterr().out
+
+
+def test_study_of_another_backbone_trains_that_backbones_teacher(tmp_path, tiny_yaml, capsys):
+    """--model.backbone pel4vad: the teacher is PEL4VAD trained alone, π-VAD distils from it."""
+    from pivad.engine.checkpoint import load_checkpoint
+
+    pel = ["--model.backbone", "pel4vad", "--pel4vad.hidden_dim", "8", "--pel4vad.out_dim", "8",
+           "--pel4vad.window", "3", "--pel4vad.causal_steps", "3"]
+    assert main(_study(tmp_path, tiny_yaml, "--seeds", "1", "--lanes", "1", *pel, variant="base")) == 0
+    teacher = next((tmp_path / "teachers").glob("*/d0_s1"))
+    assert load_checkpoint(teacher / "best.pt")["kind"] == "pel4vad"
+    student = load_checkpoint(tmp_path / "runs" / "base" / "d0_s1" / "best.pt")
+    assert student["kind"] == "pivad" and student["config"]["model"]["backbone"] == "pel4vad"
+    assert "| base | 1 |" in capsys.readouterr().out

@@ -159,7 +159,8 @@ def data_dir(out: Path, ds: int) -> Path:
 
 
 def run_config(spec: StudySpec, variant: Variant, ds: int | None, ts: int, model: str, extra: dict):
-    """The resolved Config of one run (data seed ``ds`` on synthetic data, training seed ``ts``)."""
+    """The resolved Config of one run (data seed ``ds`` on synthetic data, training seed ``ts``); ``model``:
+    ``pivad``, or ``teacher`` for the config's ``model.backbone`` trained alone."""
     from pivad.config import from_dict, load_config, merge_dict, to_dict
 
     overrides = [*spec.overrides, *variant.overrides]
@@ -173,7 +174,8 @@ def run_config(spec: StudySpec, variant: Variant, ds: int | None, ts: int, model
             cfg = load_config(spec.config, overrides)
     except ConfigError as exc:
         raise ConfigError(f"--variant {variant.name}: {exc}" if variant.overrides else str(exc)) from None
-    return from_dict(merge_dict(to_dict(cfg), {"train": {"seed": ts, "model": model, "threads": 1, **extra}}))
+    kind = cfg.model.backbone if model == "teacher" else model  # the teacher: the run's own backbone alone
+    return from_dict(merge_dict(to_dict(cfg), {"train": {"seed": ts, "model": kind, "threads": 1, **extra}}))
 
 
 def check_variants(spec: StudySpec) -> None:
@@ -214,7 +216,7 @@ def plan(spec: StudySpec) -> Plan:
         for variant in spec.variants:
             for ts in spec.train_seeds:
                 pair = pair_name(ds, ts)
-                tcfg = run_config(spec, variant, ds, ts, "urdmu", {})
+                tcfg = run_config(spec, variant, ds, ts, "teacher", {})
                 tdir = spec.out / "teachers" / teacher_key(tcfg, spec.synthetic) / pair
                 out.teachers.setdefault(tdir, Job(f"teacher {tdir.parent.name}/{pair}", tdir, to_dict(tcfg), ("best",)))
                 scfg = run_config(spec, variant, ds, ts, "pivad", {"teacher_ckpt": str(tdir / "best.pt")})
