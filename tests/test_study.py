@@ -109,6 +109,8 @@ def test_docs_tables_are_the_committed_ones():
         table = [line for line in (ISSUE9 / f"{name}.md").read_text().splitlines() if line.startswith("| ")]
         assert all(line in docs for line in table), name
     assert all(line in readme for line in (ISSUE9 / "main.md").read_text().splitlines() if line.startswith("| "))
+    family2 = (ROOT / "benchmarks" / "results" / "issue20" / "study_f2" / "main.md").read_text().splitlines()
+    assert all(line in docs and line in readme for line in family2 if line.startswith("| "))
 
 
 # -------------------------------------------------------------------------------------- bad input
