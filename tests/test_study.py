@@ -82,16 +82,19 @@ def _no_constant(name: str):
     raise AssertionError(f"bare {name} in a JSON file")
 
 
-@pytest.mark.parametrize("name", SUMMARIES)
+@pytest.mark.parametrize("name", [*SUMMARIES, "../issue20/study_f2/main", "../issue20/study_f2/screen"])
 def test_committed_issue9_summaries_are_reproduced(tmp_path, capsys, name):
-    """The summaries committed by benchmarks/seeded_study.py, re-rendered from their rows by the verb:
-    the same markdown, byte for byte, and the same numbers in the JSON (plus the HTML page)."""
-    shutil.copy(ISSUE9 / f"{name}.json", tmp_path)
+    """The summaries committed by benchmarks/seeded_study.py (issue 9) and by `pivad study` (issue 20,
+    family 2), re-rendered from their rows by the verb: the same markdown, byte for byte, and the same
+    numbers in the JSON (plus the HTML page)."""
+    src = (ISSUE9 / name).parent.resolve()
+    name = Path(name).name
+    shutil.copy(src / f"{name}.json", tmp_path)
     assert main(["study", "--report-only", "--out", str(tmp_path), "--name", name]) == 0
-    assert (tmp_path / f"{name}.md").read_text() == (ISSUE9 / f"{name}.md").read_text()
-    assert capsys.readouterr().out.strip() == (ISSUE9 / f"{name}.md").read_text().strip()
+    assert (tmp_path / f"{name}.md").read_text() == (src / f"{name}.md").read_text()
+    assert capsys.readouterr().out.strip() == (src / f"{name}.md").read_text().strip()
     new = json.loads((tmp_path / f"{name}.json").read_text(), parse_constant=_no_constant)  # strict JSON
-    old = json_safe(json.loads((ISSUE9 / f"{name}.json").read_text()))  # earlier files held bare NaN: as null
+    old = json_safe(json.loads((src / f"{name}.json").read_text()))  # earlier files held bare NaN: as null
     assert new["rows"] == old["rows"]
     for variant, entry in old["by_variant"].items():
         for metric, stats in entry["metrics"].items():
@@ -109,8 +112,10 @@ def test_docs_tables_are_the_committed_ones():
         table = [line for line in (ISSUE9 / f"{name}.md").read_text().splitlines() if line.startswith("| ")]
         assert all(line in docs for line in table), name
     assert all(line in readme for line in (ISSUE9 / "main.md").read_text().splitlines() if line.startswith("| "))
-    family2 = (ROOT / "benchmarks" / "results" / "issue20" / "study_f2" / "main.md").read_text().splitlines()
-    assert all(line in docs and line in readme for line in family2 if line.startswith("| "))
+    family2 = ROOT / "benchmarks" / "results" / "issue20" / "study_f2"
+    assert all(line in docs and line in readme for line in (family2 / "main.md").read_text().splitlines()
+               if line.startswith("| "))
+    assert all(line in docs for line in (family2 / "screen.md").read_text().splitlines() if line.startswith("| "))
 
 
 # -------------------------------------------------------------------------------------- bad input
