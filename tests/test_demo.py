@@ -50,17 +50,20 @@ def test_demo_family2_writes_its_own_data_folder(tmp_path, capsys):
     assert "| UR-DMU" in capsys.readouterr().out
 
 
-def test_demo_tiny_on_pel4vad(tmp_path, capsys):
-    """``pivad demo --model.backbone pel4vad``: a PEL4VAD teacher and π-VAD on PEL4VAD, both rows printed."""
-    cfg = {"inductor": {"latent_dim": 8, "cmi_depth": 1, "cmi_heads": 2},
-           "pel4vad": {"hidden_dim": 8, "out_dim": 8},
+@pytest.mark.parametrize("backbone, section, label", [
+    ("pel4vad", {"hidden_dim": 8, "out_dim": 8}, "PEL4VAD"),
+    ("rtfm", {"branch_dim": 8, "fc1_dim": 16, "fc2_dim": 8}, "RTFM"),
+])
+def test_demo_tiny_on_another_backbone(tmp_path, capsys, backbone, section, label):
+    """``pivad demo --model.backbone X``: X's teacher and π-VAD on X, both rows printed."""
+    cfg = {"inductor": {"latent_dim": 8, "cmi_depth": 1, "cmi_heads": 2}, backbone: section,
            "train": {"teacher_steps": 2, "warmup_steps": 1, "steps": 2, "eval_every": 2, "threads": 1},
            "data": {"num_segments": 16, "batch_normal": 2, "batch_abnormal": 2, "val_fraction": 0.2}}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["demo", "--preset", "tiny", "--out", str(tmp_path), "-c", str(tmp_path / "tiny.yaml"),
-                 "--model.backbone", "pel4vad", "--no-progress"]) == 0
+                 "--model.backbone", backbone, "--no-progress"]) == 0
     out = capsys.readouterr().out
-    for row in ("PEL4VAD (teacher, val-selected)", "π-VAD (val-selected)"):
+    for row in (f"{label} (teacher, val-selected)", "π-VAD (val-selected)"):
         assert f"| {row} |" in out
 
 

@@ -1,5 +1,5 @@
 """RTFM behind the backbone interface, end to end on tiny sizes: train (alone, and π-VAD at its hook points),
-evaluate (runs and official state dicts), export, detect, info, demo."""
+evaluate (runs and official state dicts), export, detect, info (the demo: tests/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -138,19 +138,6 @@ def test_rtfm_config_errors_are_one_line(capsys):
         assert main(["config", "show", "--model.backbone", "rtfm", *args]) == 2, args
         err = capsys.readouterr().err
         assert err.startswith("pivad: error:") and key in err and err.count("\n") == 1, err
-
-
-def test_demo_tiny_on_rtfm(tmp_path, capsys):
-    """``pivad demo --model.backbone rtfm``: an RTFM teacher and π-VAD on RTFM, both rows printed."""
-    cfg = {"inductor": {"latent_dim": 8, "cmi_depth": 1, "cmi_heads": 2}, "rtfm": SMALL,
-           "train": {"teacher_steps": 2, "warmup_steps": 1, "steps": 2, "eval_every": 2, "threads": 1},
-           "data": {"num_segments": 16, "batch_normal": 2, "batch_abnormal": 2, "val_fraction": 0.2}}
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
-    assert main(["demo", "--preset", "tiny", "--out", str(tmp_path), "-c", str(tmp_path / "tiny.yaml"),
-                 "--model.backbone", "rtfm", "--no-progress"]) == 0
-    out = capsys.readouterr().out
-    for row in ("RTFM (teacher, val-selected)", "π-VAD (val-selected)"):
-        assert f"| {row} |" in out
 
 
 def test_resume_mid_step_two_reaches_the_same_weights(rtfm_run, tiny_dataset, tmp_path):
