@@ -17,6 +17,7 @@ from pivad.models.factory import build_model
 from pivad.video.decode import iter_frames
 from test_detect import CLIP, tiny_config as detect_config
 from test_pel4vad_cli import PEL
+from test_rtfm_cli import RTFM, SMALL
 from test_resume import tiny_config
 from test_stream import PixelEncoder
 
@@ -29,7 +30,7 @@ def _student_checkpoint(path, backbone: str):
     if backbone == "pel4vad":  # the slide smoothing: a forward moving mean, so a prefix's scores are final
         cfg.pel4vad = PEL4VADConfig(hidden_dim=8, out_dim=8, window=3, causal_steps=3, smooth="slide", kappa=2)
     else:
-        cfg.rtfm = RTFMConfig(branch_dim=8, fc1_dim=16, fc2_dim=8)
+        cfg.rtfm = RTFMConfig(**SMALL)
     torch.manual_seed(0)
     model = build_model("pivad", cfg)
     save_checkpoint(path, {"kind": "pivad", "config": to_dict(cfg), "model": model.state_dict(), "step": 3,
@@ -70,17 +71,11 @@ def test_pel4vad_bf16_and_micro_batches_train(tiny_dataset, tmp_path):
         assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()), name
 
 
-def _rtfm_sections() -> dict:
-    from test_rtfm_cli import RTFM
-
-    return RTFM
-
-
 @pytest.mark.parametrize("backbone", ["pel4vad", "rtfm"])
 def test_activation_checkpointing_ends_at_the_same_weights(tiny_dataset, tmp_path, backbone):
     """Teacher, step 1 and step 2 with and without train.activation_checkpointing (the PIs' blocks and
     the inductor losses are recomputed in backward; dropout draws the same masks)."""
-    sections = PEL if backbone == "pel4vad" else _rtfm_sections()
+    sections = PEL if backbone == "pel4vad" else RTFM
     runs = {}
     for flag in (False, True):
         cfg = tiny_config(tiny_dataset, **{**sections, "train": {**sections["train"], "activation_checkpointing": flag}})
@@ -95,7 +90,7 @@ def test_activation_checkpointing_ends_at_the_same_weights(tiny_dataset, tmp_pat
 def test_evaluate_writes_the_html_page(tiny_dataset, tmp_path, backbone):
     from pivad.cli import main
 
-    sections = PEL if backbone == "pel4vad" else _rtfm_sections()
+    sections = PEL if backbone == "pel4vad" else RTFM
     train(tiny_config(tiny_dataset, **sections), tmp_path / "run", progress=False)
     assert main(["evaluate", "--run", str(tmp_path / "run"), "--no-progress", "--html",
                  "--out", str(tmp_path / "e")]) == 0

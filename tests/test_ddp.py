@@ -12,6 +12,8 @@ import torch.multiprocessing as mp
 from pivad.data.synth import write_synthetic_dataset
 from pivad.engine.ddp import DistInfo, shard_batch
 from pivad.data.loader import Batch
+from test_pel4vad_cli import PEL
+from test_rtfm_cli import RTFM
 
 
 def _free_port() -> int:
@@ -20,12 +22,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-# tiny sections of each backbone (tests/test_pel4vad_cli.py, tests/test_rtfm_cli.py)
+# each backbone's tiny model sections, as its own CLI tests train it
 BACKBONES = {
     "urdmu": {},
-    "pel4vad": {"model": {"backbone": "pel4vad"}, "pel4vad": {"hidden_dim": 8, "out_dim": 8, "window": 3,
-                                                               "causal_steps": 3, "smooth": "fixed", "kappa": 2}},
-    "rtfm": {"model": {"backbone": "rtfm"}, "rtfm": {"branch_dim": 8, "fc1_dim": 16, "fc2_dim": 8}},
+    "pel4vad": {k: PEL[k] for k in ("model", "pel4vad")},
+    "rtfm": {k: RTFM[k] for k in ("model", "rtfm")},
 }
 
 
