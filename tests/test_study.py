@@ -349,3 +349,67 @@ def test_study_of_another_backbone_trains_that_backbones_teacher(tmp_path, tiny_
     student = load_checkpoint(tmp_path / "runs" / "base" / "d0_s1" / "best.pt")
     assert student["kind"] == "pivad" and student["config"]["model"]["backbone"] == "pel4vad"
     assert "| base | 1 |" in capsys.readouterr().out
+
+
+def _children(pid: int) -> set[int]:
+    """Live processes whose parent is ``pid`` (Linux /proc)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+def _running(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads worker processes from Linux /proc")
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_study_alone_checkpoints_every_lane_and_leaves(tmp_path, tiny_yaml, sig):
+    """The signal reaches only the study process (``kill``, a scheduler): it asks both lanes' runs to
+    stop at the end of their step, they save ``last.pt`` and exit, and the study exits 130 at once
+    instead of waiting for the runs to finish."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    values = yaml.safe_load(tiny_yaml.read_text())
+    values["train"]["teacher_steps"] = 10**6  # runs that would last for hours
+    cfg = tmp_path / "long.yaml"
+    cfg.write_text(yaml.safe_dump(values))
+    out = tmp_path / "s"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "pivad.cli", *_study(out, cfg, "--lanes", "2")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while len(list(out.glob("teachers/*/d0_s*/log.jsonl"))) < 2 and proc.poll() is None:
+            assert time.monotonic() < deadline, "the two teacher runs did not start"
+            time.sleep(0.2)
+        workers = _children(proc.pid)
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "stopping 2 runs at the end of the current step" in err and err.rstrip().endswith("pivad: interrupted")
+    teachers = sorted(out.glob("teachers/*/d0_s*"))
+    assert [t.name for t in teachers] == ["d0_s1", "d0_s2"]
+    assert all((t / "last.pt").is_file() and not (t / "result.json").exists() for t in teachers)
+    assert workers
+    deadline = time.monotonic() + 30  # the workers leave when the study has gone (exited or reaped)
+    while any(_running(pid) for pid in workers):
+        assert time.monotonic() < deadline, f"worker processes left behind: {workers}"
+        time.sleep(0.2)

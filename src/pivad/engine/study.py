@@ -1,4 +1,5 @@
-"""Seeded studies: the UR-DMU teacher against π-VAD variants over training seeds (× data seeds).
+"""Seeded studies: a teacher (the configured backbone alone) against π-VAD variants over training seeds
+(× data seeds).
 
 Every pair trains one teacher (shared by every variant whose teacher settings match, :data:`TEACHER_KEYS`)
 and one π-VAD per variant distilled from it; each run is evaluated on the test split (frame AUC, AUC_A,
@@ -27,6 +28,7 @@ import io
 import json
 import os
 import re
+import signal
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -312,10 +314,13 @@ def run_job(cfg_values: dict, run_dir: str, checkpoints: tuple[str, ...]) -> dic
 
 
 def _init_worker() -> None:
-    """One thread; and leave when the study process is gone (a killed study must not leave runs behind)."""
+    """One thread; a process group of its own, so a terminal's Ctrl-C reaches the study alone, which
+    forwards one SIGINT (:func:`_stop_workers`: the run checkpoints at the end of its step); and leave
+    when the study process is gone (a killed study must not leave runs behind)."""
     import threading
 
     os.environ["OMP_NUM_THREADS"] = "1"
+    os.setpgrp()
     parent = os.getppid()
 
     def watch() -> None:
@@ -324,6 +329,32 @@ def _init_worker() -> None:
         os._exit(1)  # the run resumes from its last.pt when the study is started again
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def _stop_workers(pool: Any) -> None:
+    """Ask every worker's run to stop (SIGINT: it saves ``last.pt`` at the end of the current step;
+    a second one stops it at once, as in ``pivad train``)."""
+    for pid in list(getattr(pool, "_processes", None) or {}):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler's stop) leaves the study the way Ctrl-C does."""
+    def raise_interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 class _InProcess:
@@ -388,7 +419,7 @@ def run_study(spec: StudySpec, log: Callable[[str], None] | None = None) -> dict
         f"{total} to run in {spec.lanes} lane{'s' if spec.lanes > 1 else ''}")
     pool = (ProcessPoolExecutor(spec.lanes, mp_context=get_context("spawn"), initializer=_init_worker)
             if spec.lanes > 1 and total > 1 else _InProcess())
-    with pool:
+    with _sigterm_as_interrupt(), pool:
         running: dict[Future, Job] = {}
 
         def submit_ready() -> None:
@@ -402,17 +433,28 @@ def run_study(spec: StudySpec, log: Callable[[str], None] | None = None) -> dict
                     break  # π-VAD runs waiting for a running teacher
                 running[pool.submit(run_job, job.config, str(job.run_dir), job.checkpoints)] = job
 
-        submit_ready()
-        while running:
-            finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in finished_now:
-                job = running.pop(fut)
-                res = fut.result()
-                done.add(job.run_dir)
-                finished += 1
-                log(f"[{finished}/{total}] {job.label}: AUC {100 * res['best']['auc']:.2f} ({res['seconds']:.0f} s; "
-                    f"{(time.time() - t0) / 60:.1f} min elapsed)")
+        try:
             submit_ready()
+            while running:
+                finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished_now:
+                    job = running.pop(fut)
+                    res = fut.result()
+                    done.add(job.run_dir)
+                    finished += 1
+                    log(f"[{finished}/{total}] {job.label}: AUC {100 * res['best']['auc']:.2f} "
+                        f"({res['seconds']:.0f} s; {(time.time() - t0) / 60:.1f} min elapsed)")
+                submit_ready()
+        except KeyboardInterrupt:
+            if running:
+                log(f"study: stopping {len(running)} run{'s' if len(running) > 1 else ''} at the end of the "
+                    "current step (a second Ctrl-C stops at once); the study resumes where it stopped")
+            _stop_workers(pool)
+            try:
+                wait(running)
+            except KeyboardInterrupt:
+                _stop_workers(pool)
+            raise
     from pivad.engine.study_report import report_study
 
     return report_study(spec)
