@@ -142,6 +142,7 @@ def tiny_yaml(tmp_path_factory) -> Path:
     (["--lanes", "0"], ["--lanes 0"]),
     (["--preset", "huge"], ["--preset 'huge'"]),
     (["--name", "../x"], ["--name '../x'"]),
+    (["--model.backbone", "foo"], ["pivad: error: config key 'model.backbone'", "got 'foo'"]),  # not a variant's
 ])
 def test_bad_study_arguments_are_one_line(tmp_path, capsys, tiny_yaml, args, parts):
     assert main(["study", "-c", str(tiny_yaml), "--preset", "tiny", "--out", str(tmp_path / "s"),

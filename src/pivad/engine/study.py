@@ -185,6 +185,7 @@ def check_variants(spec: StudySpec) -> None:
     from pivad.config import from_dict, merge_dict, overrides_to_dict
 
     base = config_values(spec)
+    from_dict(base)  # the config and the study-wide overrides, blamed on no variant
     for v in spec.variants:
         try:
             from_dict(merge_dict(base, overrides_to_dict(list(v.overrides))))
