@@ -349,7 +349,8 @@ def test_study_of_another_backbone_trains_that_backbones_teacher(tmp_path, tiny_
     assert load_checkpoint(teacher / "best.pt")["kind"] == "pel4vad"
     student = load_checkpoint(tmp_path / "runs" / "base" / "d0_s1" / "best.pt")
     assert student["kind"] == "pivad" and student["config"]["model"]["backbone"] == "pel4vad"
-    assert "| base | 1 |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| base | 1 |" in out and f"config {tiny_yaml} --model.backbone pel4vad --pel4vad.hidden_dim 8" in out
 
 
 def _children(pid: int) -> set[int]:

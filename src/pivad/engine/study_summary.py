@@ -71,7 +71,8 @@ def heading(summary: dict) -> str:
     if summary.get("family", 1) != 1:
         what += f" (synthetic family {summary['family']})"
     label = "test-selected" if summary.get("selection") == "test" else "val-selected"
-    return (f"seeded study, {what}, config {summary['config']}; {label} checkpoints; "
+    config = " ".join([summary["config"], *(summary.get("overrides") or [])])  # + the study-wide overrides
+    return (f"seeded study, {what}, config {config}; {label} checkpoints; "
             "Δ = π-VAD − teacher, paired, mean [95 % t interval], in points")
 
 
