@@ -82,11 +82,12 @@ def _no_constant(name: str):
     raise AssertionError(f"bare {name} in a JSON file")
 
 
-@pytest.mark.parametrize("name", [*SUMMARIES, "../issue20/study_f2/main", "../issue20/study_f2/screen"])
+@pytest.mark.parametrize("name", [*SUMMARIES, "../issue20/study_f2/main", "../issue20/study_f2/screen",
+                                  "../issue18/backbones", "../issue18/study_pel4vad/main", "../issue18/study_rtfm/main"])
 def test_committed_issue9_summaries_are_reproduced(tmp_path, capsys, name):
     """The summaries committed by benchmarks/seeded_study.py (issue 9) and by `pivad study` (issue 20,
-    family 2), re-rendered from their rows by the verb: the same markdown, byte for byte, and the same
-    numbers in the JSON (plus the HTML page)."""
+    family 2; issue 18, the backbones), re-rendered from their rows by the verb: the same markdown,
+    byte for byte, and the same numbers in the JSON (plus the HTML page)."""
     src = (ISSUE9 / name).parent.resolve()
     name = Path(name).name
     shutil.copy(src / f"{name}.json", tmp_path)
@@ -116,6 +117,12 @@ def test_docs_tables_are_the_committed_ones():
     assert all(line in docs and line in readme for line in (family2 / "main.md").read_text().splitlines()
                if line.startswith("| "))
     assert all(line in docs for line in (family2 / "screen.md").read_text().splitlines() if line.startswith("| "))
+    backbones = (ROOT / "docs" / "backbones.md").read_text()
+    for name, label in (("pel4vad", "PEL4VAD"), ("rtfm", "RTFM")):  # the README's table names the backbone
+        rows = [line for line in (ISSUE9.parent / "issue18" / f"study_{name}" / "main.md").read_text().splitlines()
+                if line.startswith("| ") and not line.startswith("| variant")]
+        assert rows and all(line in docs and line in backbones for line in rows), name
+        assert all(line.replace("| ", f"| {label}, ", 1) in readme for line in rows), name
 
 
 # -------------------------------------------------------------------------------------- bad input
