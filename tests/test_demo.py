@@ -10,6 +10,7 @@ import yaml
 
 from pivad.cli import main
 from test_resume import TINY
+from test_rtfm_cli import SMALL
 
 
 def test_demo_tiny(tmp_path, capsys):
@@ -52,7 +53,7 @@ def test_demo_family2_writes_its_own_data_folder(tmp_path, capsys):
 
 @pytest.mark.parametrize("backbone, section, label", [
     ("pel4vad", {"hidden_dim": 8, "out_dim": 8}, "PEL4VAD"),
-    ("rtfm", {"branch_dim": 8, "fc1_dim": 16, "fc2_dim": 8}, "RTFM"),
+    ("rtfm", SMALL, "RTFM"),
 ])
 def test_demo_tiny_on_another_backbone(tmp_path, capsys, backbone, section, label):
     """``pivad demo --model.backbone X``: X's teacher and π-VAD on X, both rows printed."""
